@@ -1,0 +1,130 @@
+"""The array module and every array creation in one place.
+
+The engine calls ``xp`` (numpy today) and the helpers below instead of
+``np.zeros`` and friends, so that a CuPy backend can later replace this one
+module without touching the gates.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+xp = np
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def as_dtype(dtype) -> np.dtype:
+    """Normalise ``"float32"`` / ``np.float64`` / ... to a numpy dtype."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+        return np.dtype(DTYPES[dtype])
+    return np.dtype(dtype)
+
+
+def zeros(shape, dtype=np.float32):
+    return xp.zeros(shape, dtype=dtype)
+
+
+def empty(shape, dtype=np.float32):
+    return xp.empty(shape, dtype=dtype)
+
+
+def asarray(array, dtype=None):
+    return xp.asarray(array, dtype=dtype)
+
+
+def as_ids(array):
+    """Token ids as a compact integer array (int64 indexes fastest in numpy)."""
+    ids = xp.asarray(array)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"token ids must be integers, not {ids.dtype}")
+    return ids.astype(np.intp, copy=False)
+
+
+def rng(seed) -> np.random.Generator:
+    """A fresh random generator (PCG64) for reproducible initialisation and sampling."""
+    return np.random.default_rng(seed)
+
+
+# Elementwise work over large arrays (the softmax over (N, V) logits) runs in
+# a few threads: numpy releases the GIL inside ufuncs, and the BLAS threads
+# are idle while it runs.
+_threads = max(1, min(int(os.environ.get("RNNLAB_THREADS", os.cpu_count() or 1)), 8))
+_pool = None
+
+
+def set_num_threads(n: int):
+    """Threads for rnnlab's own elementwise loops (BLAS keeps its own setting)."""
+    global _threads, _pool
+    _threads = max(1, int(n))
+    if _pool is not None:
+        _pool.shutdown()
+        _pool = None
+
+
+def get_num_threads() -> int:
+    return _threads
+
+
+def parallel_ranges(fn, n, min_per_thread=64):
+    """Call fn(lo, hi) on contiguous parts of range(n), in up to get_num_threads() threads."""
+    global _pool
+    parts = min(_threads, max(1, n // min_per_thread))
+    if parts == 1:
+        fn(0, n)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_threads, thread_name_prefix="rnnlab")
+    bounds = [n * k // parts for k in range(parts + 1)]
+    for future in [_pool.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+        future.result()
+
+
+# Large temporaries (an (N, V) logits buffer, a (V, H) gradient) are made and
+# freed at every step. By default glibc hands such blocks back to the kernel and
+# the next step pays a page fault for every 4 KiB of them again: about as long
+# as the matrix products of a small batch. Two remedies:
+#
+# * ``tune_allocator``: ask glibc to keep freed memory for reuse (blocks up to
+#   32 MiB from the heap, and no trimming of it). Done once at import; set
+#   RNNLAB_MALLOC_TUNE=0 to leave the allocator alone.
+# * ``take`` / ``give``: a tiny pool for the largest internal buffer, the
+#   logits, which a gate takes in its forward and gives back in its backward.
+
+def tune_allocator() -> bool:
+    """mallopt(M_MMAP_THRESHOLD, 32 MiB) and mallopt(M_TRIM_THRESHOLD, 1 GiB) on glibc."""
+    if os.environ.get("RNNLAB_MALLOC_TUNE", "1") == "0":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return False
+
+
+tune_allocator()
+
+_POOL_SIZE = 4
+_free: list = []
+
+
+def take(shape, dtype):
+    """An uninitialised array, reused from the pool when one of this shape and dtype waits there."""
+    dtype = np.dtype(dtype)
+    for k, array in enumerate(_free):
+        if array.shape == tuple(shape) and array.dtype == dtype:
+            return _free.pop(k)
+    return empty(shape, dtype=dtype)
+
+
+def give(array):
+    """Return a buffer from ``take`` once nothing refers to it any more."""
+    _free.append(array)
+    del _free[:-_POOL_SIZE]

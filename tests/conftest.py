@@ -1,0 +1,15 @@
+"""Shared fixtures: where the real corpora live."""
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``$RNNLAB_DATA_DIR``, or ``<repo>/../shared/data``; skips the test when missing."""
+    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    path = Path(os.environ.get("RNNLAB_DATA_DIR") or default)
+    if not path.is_dir():
+        pytest.skip(f"real corpora not found at {path} (set RNNLAB_DATA_DIR)")
+    return path
