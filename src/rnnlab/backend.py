@@ -7,6 +7,8 @@ module without touching the gates.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -54,16 +56,16 @@ def rng(seed) -> np.random.Generator:
 # a few threads: numpy releases the GIL inside ufuncs, and the BLAS threads
 # are idle while it runs.
 _threads = max(1, min(int(os.environ.get("RNNLAB_THREADS", os.cpu_count() or 1)), 8))
-_pool = None
+_executor = None
 
 
 def set_num_threads(n: int):
     """Threads for rnnlab's own elementwise loops (BLAS keeps its own setting)."""
-    global _threads, _pool
+    global _threads, _executor
     _threads = max(1, int(n))
-    if _pool is not None:
-        _pool.shutdown()
-        _pool = None
+    if _executor is not None:
+        _executor.shutdown()
+        _executor = None
 
 
 def get_num_threads() -> int:
@@ -72,15 +74,15 @@ def get_num_threads() -> int:
 
 def parallel_ranges(fn, n, min_per_thread=64):
     """Call fn(lo, hi) on contiguous parts of range(n), in up to get_num_threads() threads."""
-    global _pool
+    global _executor
     parts = min(_threads, max(1, n // min_per_thread))
     if parts == 1:
         fn(0, n)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_threads, thread_name_prefix="rnnlab")
+    if _executor is None:
+        _executor = ThreadPoolExecutor(_threads, thread_name_prefix="rnnlab")
     bounds = [n * k // parts for k in range(parts + 1)]
-    for future in [_pool.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+    for future in [_executor.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
         future.result()
 
 
@@ -92,8 +94,8 @@ def parallel_ranges(fn, n, min_per_thread=64):
 # * ``tune_allocator``: ask glibc to keep freed memory for reuse (blocks up to
 #   32 MiB from the heap, and no trimming of it). Done once at import; set
 #   RNNLAB_MALLOC_TUNE=0 to leave the allocator alone.
-# * ``take`` / ``give``: a tiny pool for the largest internal buffer, the
-#   logits, which a gate takes in its forward and gives back in its backward.
+# * ``take``: a tiny pool for the largest internal buffer, the logits, reused
+#   once nothing refers to it any more.
 
 def tune_allocator() -> bool:
     """mallopt(M_MMAP_THRESHOLD, 32 MiB) and mallopt(M_TRIM_THRESHOLD, 1 GiB) on glibc."""
@@ -111,20 +113,34 @@ def tune_allocator() -> bool:
 
 tune_allocator()
 
-_POOL_SIZE = 4
-_free: list = []
+_POOL_SIZE = 2
+_buffers: list = []
+_pool_lock = threading.Lock()
+
+
+def _refs_when_free():
+    """sys.getrefcount of a pooled array that nothing else refers to, seen from ``take``'s loop."""
+    probe = [np.empty(1)]
+    for array in probe:
+        return sys.getrefcount(array)
+
+
+_FREE_REFS = _refs_when_free()
 
 
 def take(shape, dtype):
-    """An uninitialised array, reused from the pool when one of this shape and dtype waits there."""
+    """An uninitialised array, reused from a small pool when one of this shape is free.
+
+    A pooled array is free when nothing but the pool refers to it (no gate's
+    saved state, no view), so a buffer is never handed out twice while in use.
+    """
     dtype = np.dtype(dtype)
-    for k, array in enumerate(_free):
-        if array.shape == tuple(shape) and array.dtype == dtype:
-            return _free.pop(k)
-    return empty(shape, dtype=dtype)
-
-
-def give(array):
-    """Return a buffer from ``take`` once nothing refers to it any more."""
-    _free.append(array)
-    del _free[:-_POOL_SIZE]
+    shape = tuple(shape)
+    with _pool_lock:
+        for array in _buffers:
+            if array.shape == shape and array.dtype == dtype and sys.getrefcount(array) <= _FREE_REFS:
+                return array
+        array = empty(shape, dtype=dtype)
+        _buffers.append(array)
+        del _buffers[:-_POOL_SIZE]
+        return array

@@ -38,11 +38,16 @@ class RNNStep(Gate):
 
 
 def check_bptt(mode, truncate):
-    """Validate a BPTT mode and its truncation length (None: no truncation)."""
+    """Validate a BPTT mode and its truncation length (None: no truncation).
+
+    A window of 0 earlier steps is allowed (the tutorial's loop is then empty:
+    each loss reaches its own step only); a chunk needs at least one step.
+    """
     if mode not in BPTT_MODES:
         raise ValueError(f"bptt must be one of {', '.join(BPTT_MODES)}, not {mode!r}")
-    if truncate is not None and (int(truncate) != truncate or truncate < 1):
-        raise ValueError(f"truncate must be a positive integer or None, not {truncate!r}")
+    low = 0 if mode == "window" else 1
+    if truncate is not None and (int(truncate) != truncate or truncate < low):
+        raise ValueError(f"truncate must be an integer >= {low} or None for {mode} BPTT, not {truncate!r}")
 
 
 class RNNSequence(Gate):

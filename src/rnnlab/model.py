@@ -276,7 +276,7 @@ class LanguageModel:
         _check_ids(inputs, self.config.vocab_size, "inputs")
         states, final = top_states(self.params, self.config, inputs, hidden)
         logp = log_probs(states, self.params["decoder.weight"], self.params.get("decoder.bias"))
-        return logp.reshape(*inputs.shape, -1), final
+        return logp.reshape(*inputs.shape, self.config.vocab_size), final
 
     def nll(self, inputs, targets, *, hidden=None):
         """Forward only: -log p(target) per position (T, B), and the final hidden.

@@ -9,7 +9,7 @@ while the block is in cache (in parallel threads), and the backward needs no
 """
 from __future__ import annotations
 
-from .backend import empty, give, parallel_ranges, take, xp
+from .backend import empty, parallel_ranges, take, xp
 from .gates import Gate, add_rows
 
 BLOCK_BYTES = 1 << 20  # rows of logits processed together: about 1 MiB
@@ -42,7 +42,8 @@ def _softmax_terms(exps, hidden, weight, bias, targets, lo, hi):
     (N, V) pass that finds maxima is then skipped. Rows where it does are
     detected from their sums and recomputed with the shift.
     """
-    sums, picked = _exp_block(exps[lo:hi], targets[lo:hi], bias, shift=False)
+    with xp.errstate(over="ignore", under="ignore"):  # detected below; thread-local
+        sums, picked = _exp_block(exps[lo:hi], targets[lo:hi], bias, shift=False)
     info = xp.finfo(exps.dtype)
     bad = xp.flatnonzero(~(xp.isfinite(sums) & (sums > info.tiny / info.eps)))
     if bad.size:
@@ -50,6 +51,25 @@ def _softmax_terms(exps, hidden, weight, bias, targets, lo, hi):
         redo = hidden[rows] @ weight.T
         sums[bad], picked[bad] = _exp_block(redo, targets[rows], bias, shift=True)
         exps[rows] = redo
+    return sums, picked
+
+
+def _exp_logits(exps, hidden, weight, bias, targets):
+    """exps (N, V) holds logits without bias; in place to exp(logits), a block of rows at a time.
+
+    Blocks are shared among threads. Returns (row sums of exp (N,), target logit (N,)).
+    """
+    N, V = exps.shape
+    sums = empty(N, dtype=exps.dtype)
+    picked = empty(N, dtype=exps.dtype)
+    step = _block_rows(V, exps.itemsize)
+
+    def rows(start, stop):
+        for lo in range(start, stop, step):
+            hi = min(lo + step, stop)
+            sums[lo:hi], picked[lo:hi] = _softmax_terms(exps, hidden, weight, bias, targets, lo, hi)
+
+    parallel_ranges(rows, N)
     return sums, picked
 
 
@@ -68,17 +88,8 @@ class LinearSoftmaxCE(Gate):
 
     def forward(self, hidden, weight, bias, targets, weights):
         N, V = hidden.shape[0], weight.shape[0]
-        exps = xp.matmul(hidden, weight.T, out=take((N, V), hidden.dtype))  # exp'd in place below
-        sums = empty(N, dtype=exps.dtype)
-        picked = empty(N, dtype=exps.dtype)
-        step = _block_rows(V, exps.itemsize)
-
-        def rows(start, stop):
-            for lo in range(start, stop, step):
-                hi = min(lo + step, stop)
-                sums[lo:hi], picked[lo:hi] = _softmax_terms(exps, hidden, weight, bias, targets, lo, hi)
-
-        parallel_ranges(rows, N)
+        exps = xp.matmul(hidden, weight.T, out=take((N, V), hidden.dtype))
+        sums, picked = _exp_logits(exps, hidden, weight, bias, targets)
         nll = xp.log(sums) - picked
         loss = float((weights * nll).sum(dtype=xp.float64))
         return loss, (hidden, weight, bias is not None, targets, weights, exps, sums)
@@ -96,23 +107,22 @@ class LinearSoftmaxCE(Gate):
         if has_bias:
             d_bias = c @ exps
             d_bias -= xp.bincount(targets, weights=scale, minlength=len(d_bias)).astype(d_bias.dtype)
-        give(exps)
         return d_hidden, d_weight, d_bias, None, None
 
 
-def nll_rows(hidden, weight, bias, targets):
-    """Forward only: -log p(target) for each row, (N,), with logits built a block at a time.
+def nll_rows(hidden, weight, bias, targets, max_rows=1024):
+    """Forward only: -log p(target) for each row, (N,).
 
-    Memory stays at one block of logits whatever N is.
+    Logits are made ``max_rows`` rows at a time in one reused buffer, so memory
+    stays at one block of logits whatever N is.
     """
-    N = hidden.shape[0]
-    V = weight.shape[0]
+    N, V = hidden.shape[0], weight.shape[0]
     nll = empty(N, dtype=hidden.dtype)
-    step = _block_rows(V, hidden.itemsize) * 4
-    for lo in range(0, N, step):
-        hi = min(lo + step, N)
-        sums, picked = _softmax_terms(hidden[lo:hi] @ weight.T, hidden[lo:hi], weight, bias,
-                                      targets[lo:hi], 0, hi - lo)
+    buffer = take((min(N, max_rows), V), hidden.dtype)
+    for lo in range(0, N, max_rows):
+        hi = min(lo + max_rows, N)
+        exps = xp.matmul(hidden[lo:hi], weight.T, out=buffer[: hi - lo])
+        sums, picked = _exp_logits(exps, hidden[lo:hi], weight, bias, targets[lo:hi])
         nll[lo:hi] = xp.log(sums) - picked
     return nll
 
