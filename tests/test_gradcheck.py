@@ -138,7 +138,7 @@ def test_planted_decoder_bias_bug_is_caught(monkeypatch):
     ok, text = run()
     assert ok is False
     bad = failing_lines(text)
-    assert any("LinearSoftmaxCE input 2" in ln for ln in bad)
+    assert any("LinearSoftmaxCE d/dbias" in ln for ln in bad)
     assert any("decoder.bias" in ln for ln in bad)
 
 
