@@ -1,0 +1,318 @@
+"""The ``rnnlab`` command line: train, eval, generate, score, demo, gradcheck, bench.
+
+Bad input (a missing or unreadable file, an empty or binary corpus, a corrupt
+or foreign checkpoint, a bad flag value) is one line ``rnnlab: error: ...``
+on stderr and exit status 2, never a traceback. Exit status 1: gradcheck
+found a wrong gradient; 130: interrupted (Ctrl-C; the last checkpoint stays intact).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from .errors import RnnlabError
+
+FORMATS = ("csv", "text", "tokens", "chars")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, like every other rnnlab error."""
+
+    def error(self, message):
+        self.exit(2, f"rnnlab: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {'positive' if low == 1 else f'>= {low}'}, not {value}")
+        return value
+    return parse
+
+
+def _float_at_least(low, below=None):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        if not (value >= low) or value == float("inf") or (below is not None and value >= below):
+            bound = f"in [{low:g}, {below:g})" if below is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {text}")
+        return value
+    return parse
+
+
+positive, natural = _int_at_least(1), _int_at_least(0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rnnlab", description="Recurrent-network language models trained by BPTT, in numpy.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"rnnlab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "train", help="train a model on a corpus file",
+        description="Train a model on CORPUS; the checkpoint, metrics.jsonl, loss.png and vocab.json go to "
+                    "--out DIR. Flags left out take the default of the corpus format (sentence formats "
+                    "csv/text: the tutorial's hidden 100, no embedding, no biases, batch 1, window BPTT of 4, SGD lr "
+                    "0.005, 10 epochs; tokens: hidden/embed 200, batch 20, chunks of 35, Adam lr 0.002, "
+                    "clip 1, 6 epochs; chars: hidden 256, embed 32, batch 32, chunks of 64, Adam lr 0.003, "
+                    "clip 1, 1 epoch) or, with --resume, the checkpoint's.")
+    p.add_argument("corpus", nargs="?", metavar="CORPUS",
+                   help="corpus file (optional with --resume: the checkpoint's corpus)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory for the checkpoint and metrics")
+    p.add_argument("--format", choices=FORMATS,
+                   help="corpus format: csv (Reddit comments, the tutorial's preprocessing), text (one "
+                        "sentence per line), tokens (whitespace tokens, <eos> per line), chars (characters); "
+                        "default: csv for *.csv, else text")
+    p.add_argument("--vocab-size", type=natural, metavar="N",
+                   help="vocabulary size including the unknown token; 0 = every distinct token (default 0)")
+    p.add_argument("--cell", choices=("rnn",), help="recurrent cell (default rnn: tanh)")
+    p.add_argument("--hidden", type=positive, metavar="H", help="hidden size")
+    p.add_argument("--embed", type=natural, metavar="E",
+                   help="embedding size; 0 = no embedding layer (the tutorial's one-hot input, size H)")
+    p.add_argument("--layers", type=positive, metavar="L", help="recurrent layers (default 1)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="biases in the recurrence and the decoder (default: off for csv/text, the tutorial's "
+                        "U, W, V model; on for tokens/chars)")
+    p.add_argument("--batch-size", type=positive, metavar="B",
+                   help="sentences (csv/text) or parallel streams (tokens/chars) per step; 1 with csv/text "
+                        "= the tutorial's one sentence per step, in corpus order")
+    p.add_argument("--bptt", type=positive, metavar="K",
+                   help="BPTT length: window/chunk length in sentence mode, chunk length in stream mode")
+    p.add_argument("--bptt-mode", choices=("window", "chunk", "full"),
+                   help="window: the tutorial's (each loss reaches K steps back); chunk: gradient cut every "
+                        "K steps; full: through the whole sentence or chunk")
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "adagrad", "adam"), help="optimizer")
+    p.add_argument("--lr", type=_float_at_least(0.0), metavar="X",
+                   help="learning rate (halved whenever the training loss rises, the tutorial's rule); "
+                        "with --resume it replaces the saved rate")
+    p.add_argument("--clip", type=_float_at_least(0.0), metavar="X",
+                   help="clip the global gradient norm to X; 0 = no clipping")
+    p.add_argument("--epochs", type=positive, metavar="N", help="total epochs (with --resume: train up to N)")
+    p.add_argument("--max-steps", type=natural, metavar="N",
+                   help="stop after N optimizer steps in total, mid-epoch if need be; 0 = no limit (default)")
+    p.add_argument("--eval-every", type=natural, metavar="N",
+                   help="also evaluate and checkpoint every N steps; 0 = at the end of each epoch only (default)")
+    p.add_argument("--valid-fraction", type=_float_at_least(0.0, 1.0), metavar="F",
+                   help="last fraction of the corpus held out for validation; 0 = none (default 0.1)")
+    p.add_argument("--seed", type=natural, metavar="S", help="seed of the initialisation and batch order (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="parameter dtype (default float32)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in DIR exactly where it stopped")
+    p.add_argument("--force", action="store_true", help="replace a checkpoint already in DIR")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress bar)")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("eval", help="loss and perplexity of a trained model on a corpus",
+                            description="Mean loss (nats per token) and perplexity of the model in DIR on "
+                                        "CORPUS, encoded with the model's vocabulary (unknown tokens count "
+                                        "as its unknown token).")
+    p.add_argument("dir", metavar="DIR", help="run directory holding a checkpoint")
+    p.add_argument("corpus", metavar="CORPUS", help="corpus file")
+    p.add_argument("--format", choices=FORMATS, help="corpus format (default: the format the model was trained on)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: tokens, loss, perplexity")
+    p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("generate", help="sample text from a trained model",
+                            description="Sentence models (csv/text) print N sentences, one per line, from "
+                                        "SENTENCE_START to SENTENCE_END, never the unknown token; stream "
+                                        "models (tokens/chars) print N continuations of the prompt.")
+    p.add_argument("dir", metavar="DIR", help="run directory holding a checkpoint")
+    p.add_argument("-n", type=natural, metavar="N",
+                   help="number of sentences or continuations (default 10 sentences, 1 continuation)")
+    p.add_argument("--temperature", type=_float_at_least(0.0), default=1.0, metavar="T",
+                   help="divide the log-probabilities by T; 0 = always the most likely token (default 1)")
+    p.add_argument("--top-k", type=natural, default=0, metavar="K",
+                   help="sample among the K most likely tokens only; 0 = all (default)")
+    p.add_argument("--prompt", metavar="TEXT",
+                   help="text to start from (sentence models: the first words of every sentence)")
+    p.add_argument("--max-length", type=positive, metavar="M",
+                   help="most tokens generated per sample (default 50 words, 100 tokens, 500 characters)")
+    p.add_argument("--seed", type=natural, metavar="S", help="random seed: the same seed gives the same text")
+    p.set_defaults(func=cmd_generate)
+
+    p = commands.add_parser("score", help="log-probability and perplexity of each line of a file",
+                            description="For each input line print: log-probability (nats), number of "
+                                        "tokens scored, perplexity; tab separated. Each line is scored on "
+                                        "its own (sentence models: with its SENTENCE_END; stream models: "
+                                        "with its line end, after a line end).")
+    p.add_argument("dir", metavar="DIR", help="run directory holding a checkpoint")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE",
+                   help="text file, one item per line; - or nothing reads stdin")
+    p.set_defaults(func=cmd_score)
+
+    p = commands.add_parser("demo", help="train on Tiny Shakespeare for about two minutes, then write some",
+                            description="Train a character-level tanh RNN on Tiny Shakespeare (found in "
+                                        "$RNNLAB_DATA_DIR, the cache, or downloaded) and print generated text.")
+    p.add_argument("--out", metavar="DIR", help="keep the trained model in DIR (default: a temporary directory)")
+    p.add_argument("--steps", type=positive, metavar="N", help="training steps (default 3000)")
+    p.add_argument("--seed", type=natural, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--force", action="store_true", help="replace a checkpoint already in --out DIR")
+    p.add_argument("--quiet", action="store_true", help="print only the generated text")
+    p.set_defaults(func=cmd_demo)
+
+    p = commands.add_parser("gradcheck", help="check every gradient against finite differences",
+                            description="Check every gate and model gradient against central finite "
+                                        "differences; exit status 1 if any fails.")
+    p.set_defaults(func=cmd_gradcheck)
+
+    commands.add_parser("bench", help="benchmarks (arguments go to rnnlab.bench; see rnnlab bench --help)",
+                        add_help=False)
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    if args.corpus is None and not args.resume:
+        raise RnnlabError("train needs a CORPUS file (only --resume can do without)")
+    config = TrainConfig(
+        corpus=args.corpus, out=args.out, format=args.format, vocab_size=args.vocab_size, cell=args.cell,
+        hidden=args.hidden, embed=args.embed, layers=args.layers, bias=args.bias, batch_size=args.batch_size, bptt=args.bptt,
+        bptt_mode=args.bptt_mode, optimizer=args.optimizer, lr=args.lr, clip=args.clip, epochs=args.epochs,
+        max_steps=args.max_steps, eval_every=args.eval_every, valid_fraction=args.valid_fraction,
+        seed=args.seed, dtype=args.dtype)
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    train(config, resume=args.resume, force=args.force, progress=False if args.quiet else None, log=log)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data.prepare import SENTENCE_FORMATS, prepare_corpus
+    from .train import evaluate, load_trained, perplexity
+
+    run = load_trained(args.dir)
+    fmt = args.format or run.format
+    if (fmt in SENTENCE_FORMATS) != (run.format in SENTENCE_FORMATS):
+        raise RnnlabError(f"the model in {args.dir} was trained on {run.format} "
+                          f"({'sentences' if run.format in SENTENCE_FORMATS else 'a stream'}); "
+                          f"it cannot read --format {fmt}")
+    corpus = prepare_corpus(args.corpus, fmt, vocab=run.vocab)
+    total, count = evaluate(run.model, corpus)
+    if count == 0:
+        raise RnnlabError(f"{args.corpus}: nothing to predict (fewer than 2 tokens)")
+    loss = total / count
+    if args.json:
+        print(json.dumps({"tokens": count, "loss": loss, "perplexity": perplexity(loss)}))
+    else:
+        print(f"tokens      {count}\nloss        {loss:.4f} nats\nperplexity  {perplexity(loss):.2f}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .generate import generate
+    from .train import load_trained
+
+    run = load_trained(args.dir)
+    texts = generate(run.model, run.vocab, run.format, n=args.n, temperature=args.temperature,
+                     top_k=args.top_k, prompt=args.prompt, max_length=args.max_length, seed=args.seed)
+    stream = run.format not in ("csv", "text")
+    for i, text in enumerate(texts):
+        if stream and i:
+            print()
+        print(text.rstrip("\n") if stream else text, flush=stream)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .data.readers import iter_raw_lines
+    from .generate import score_lines
+    from .train import load_trained
+
+    run = load_trained(args.dir)
+    if args.file == "-":
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+    else:
+        lines = [line.rstrip("\r\n") for line in iter_raw_lines(args.file)]
+    for logprob, count, ppl in score_lines(run.model, run.vocab, lines, run.format):
+        print(f"{logprob:.4f}\t{count}\t{ppl:.3f}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, steps=args.steps, seed=args.seed, force=args.force, quiet=args.quiet,
+             log=lambda *a: print(*a, flush=True))
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from .gradcheck import run_all
+
+    return 0 if run_all(emit=lambda line: print(line, flush=True)) else 1
+
+
+def cmd_bench(argv) -> int:
+    try:
+        from . import bench
+    except ModuleNotFoundError as e:
+        if e.name in ("rnnlab.bench", __package__ + ".bench"):
+            raise RnnlabError("rnnlab bench is not available in this installation (no rnnlab.bench)") from None
+        raise RnnlabError(f"rnnlab bench needs {e.name}: pip install 'rnnlab[peer]'") from None
+    return bench.main(argv)
+
+
+# -- entry point ----------------------------------------------------------------------
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or error}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"rnnlab: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 gradcheck failure, 2 bad input, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            if argv and argv[0] == "bench":  # everything after it belongs to rnnlab.bench's own parser
+                return cmd_bench(argv[1:])
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as e:  # --help, --version (0) or a usage error already printed (2)
+                return e.code if isinstance(e.code, int) else 2
+            return args.func(args)
+        except (RnnlabError, OSError, ValueError, MemoryError) as e:
+            if isinstance(e, BrokenPipeError):
+                return _broken_pipe()
+            print(f"rnnlab: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("rnnlab: interrupted (a checkpoint already written stays intact)", file=sys.stderr)
+            return 130
+
+
+def _broken_pipe() -> int:
+    """stdout was closed early (``rnnlab generate | head``): stop quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,568 @@
+"""The training loop: corpus -> batches -> BPTT -> optimiser -> evaluation -> checkpoint.
+
+    from rnnlab.train import TrainConfig, train
+    result = train(TrainConfig(corpus="input.txt", out="runs/shakespeare", format="chars"))
+
+The corpus format decides how batches are made:
+
+* **sentence mode** (``csv``, ``text``), the tutorial's: every sentence is
+  independent and starts from a zero hidden state; ``sentence_batches``
+  groups sentences of similar length under a mask. A batch's loss is the
+  sum over each sentence's tokens, averaged over its sentences, because the
+  tutorial's ``bptt`` sums over the sentence: with ``batch_size=1`` and
+  ``optimizer="sgd"`` a step is the tutorial's ``sgd_step``, one sentence at
+  a time in corpus order (``shuffle`` defaults to off at batch size 1, on
+  above).
+* **stream mode** (``tokens``, ``chars``), PyTorch word_language_model's:
+  ``batchify`` into B parallel streams, chunks of ``bptt`` steps, the hidden
+  state carried from chunk to chunk (the gradient stops at the chunk's
+  start), the loss averaged over the tokens; the hidden state starts at zero
+  each epoch.
+
+``None`` in a ``TrainConfig`` means "the default of the format" (below); on
+``resume`` it means "as saved in the checkpoint".
+
+=========  ======  ======  ====  =====  ====  ======  =========  ======  ======  =====  ======
+format     hidden  embed   bias  batch  bptt  mode    optimizer  lr      clip    vocab  epochs
+=========  ======  ======  ====  =====  ====  ======  =========  ======  ======  =====  ======
+csv, text  100     0 (no)  no    1      4     window  sgd        0.005   0 (no)  all    10
+tokens     200     200     yes   20     35    chunk   adam       0.002   1.0     all    6
+chars      256     32      yes   32     64    chunk   adam       0.003   1.0     all    1
+=========  ======  ======  ====  =====  ====  ======  =========  ======  ======  =====  ======
+
+(csv and text: the tutorial's model and training; tokens: word_language_model's
+sizes, batch and bptt, with Adam: its SGD at lr 20 with clip 0.25 diverges for a
+tanh RNN without dropout (on wikitext-2-valid the training loss went 9.5 -> 12.6
+-> 15.6 within the first epoch); chars: a char-rnn-like setting that learns quickly.)
+Common defaults: one layer, ``valid_fraction`` 0.1 (the last 10%), seed 0,
+float32, training loss evaluated on at most ``eval_tokens`` = 100,000 tokens
+of the training data (evenly spread), the validation split in full.
+
+Evaluations happen before the first step, after every epoch, every
+``eval_every`` steps if set, and when ``max_steps`` ends the run. Each one
+
+1. computes the mean training loss (the tutorial's ``calculate_total_loss``,
+   per token) and the validation loss and perplexity;
+2. applies the tutorial's rule: the learning rate halves when the training
+   loss rose since the previous evaluation (``LossHalvingSchedule``);
+3. rewrites ``OUT/metrics.jsonl`` (one JSON object per evaluation: epoch,
+   step, tokens, train_loss, valid_loss, perplexity, lr, tokens_per_s) and
+   ``OUT/loss.png``, and saves the checkpoint (parameters, model config,
+   vocabulary, optimiser state, schedule, position in the data and this
+   config), each write atomic.
+
+Resuming continues exactly: the order of an epoch's batches is drawn from
+``(seed, epoch)`` alone, so 2 epochs straight and 1 epoch + resume give
+bit-identical parameters. No generator state needs saving: nothing else in
+training is random (initialisation uses ``seed`` once).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import JSON_NAME, check_compatible, load_checkpoint, save_checkpoint
+from .data.atomic import atomic_write
+from .data.batching import batchify, num_stream_chunks, sentence_batches, stream_chunks
+from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, split_corpus
+from .data.vocab import Vocab
+from .errors import CheckpointError, DataError, RnnlabError
+from .model import LanguageModel, ModelConfig
+from .optim import LossHalvingSchedule, clip_grad_norm, make_optimizer
+from .plot import plot_losses
+
+METRICS_NAME, PLOT_NAME, VOCAB_NAME = "metrics.jsonl", "loss.png", "vocab.json"
+METRIC_KEYS = ("epoch", "step", "tokens", "train_loss", "valid_loss", "perplexity", "lr", "tokens_per_s")
+
+_SENTENCE_DEFAULTS = dict(hidden=100, embed=0, bias=False, batch_size=1, bptt=4, bptt_mode="window",
+                          optimizer="sgd", lr=0.005, clip=0.0, epochs=10)
+FORMAT_DEFAULTS = {
+    "csv": _SENTENCE_DEFAULTS,
+    "text": _SENTENCE_DEFAULTS,
+    "tokens": dict(hidden=200, embed=200, bias=True, batch_size=20, bptt=35, bptt_mode="chunk",
+                   optimizer="adam", lr=2e-3, clip=1.0, epochs=6),
+    "chars": dict(hidden=256, embed=32, bias=True, batch_size=32, bptt=64, bptt_mode="chunk",
+                  optimizer="adam", lr=3e-3, clip=1.0, epochs=1),
+}
+COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", layers=1, max_steps=0, eval_every=0, eval_tokens=100_000,
+                       valid_fraction=0.1, seed=0, dtype="float32")
+# What a resumed run cannot change: the model and the data it was trained on.
+FIXED_ON_RESUME = ("format", "vocab_size", "cell", "hidden", "embed", "layers", "bias", "dtype", "optimizer",
+                   "valid_fraction")
+EVAL_BATCH = 64  # sentences per forward pass when evaluating
+EVAL_STREAMS = 32  # parallel streams when evaluating a stream (word_language_model uses 10; 32 is 2x faster,
+#                   and only one token in 1000+ loses its context at a stream start)
+EVAL_STEPS = 256  # steps per forward pass when evaluating a stream
+
+
+@dataclass
+class TrainConfig:
+    """What to train on and how; ``None`` = the format's default (see the module docstring)."""
+
+    corpus: str | None = None  # corpus file
+    out: str = "runs/rnnlab"  # run directory: checkpoint, metrics.jsonl, loss.png, vocab.json
+    format: str | None = None  # csv | text | tokens | chars; None: csv for *.csv, else text
+    vocab_size: int | None = None  # ids including the unknown token; 0 = every distinct token
+    cell: str | None = None
+    hidden: int | None = None
+    embed: int | None = None  # embedding size; 0 = none (the tutorial's one-hot U, size hidden)
+    layers: int | None = None
+    bias: bool | None = None  # biases in the recurrence and decoder (the tutorial's model has none)
+    batch_size: int | None = None
+    bptt: int | None = None  # window/chunk length in sentence mode; chunk length in stream mode
+    bptt_mode: str | None = None  # window | chunk | full
+    optimizer: str | None = None  # sgd | momentum | adagrad | adam
+    lr: float | None = None
+    clip: float | None = None  # max global gradient norm; 0 = no clipping
+    epochs: int | None = None  # total epochs (a resumed run trains up to this many)
+    max_steps: int | None = None  # total optimiser steps; 0 = no limit
+    eval_every: int | None = None  # also evaluate (and checkpoint) every N steps; 0 = epoch ends only
+    eval_tokens: int | None = None  # cap on the training tokens scored by an evaluation; 0 = all
+    valid_fraction: float | None = None  # last fraction of the corpus held out; 0 = no validation
+    shuffle: bool | None = None  # shuffle the batch order each epoch; None: on when batch_size > 1
+    seed: int | None = None
+    dtype: str | None = None  # float32 | float64
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every ``None`` replaced by its default, validated (``ValueError``)."""
+        if not self.corpus:
+            raise ValueError("no corpus file given")
+        fmt = self.format or format_for_path(self.corpus)
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        values = {**COMMON_DEFAULTS, **FORMAT_DEFAULTS[fmt]}
+        values.update({f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None})
+        values["format"] = fmt
+        if values.get("shuffle") is None:
+            values["shuffle"] = fmt in SENTENCE_FORMATS and values["batch_size"] > 1
+        cfg = TrainConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad value of a resolved config."""
+        def whole(name, low):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                what = "a positive integer" if low == 1 else f"an integer >= {low}"
+                raise ValueError(f"{name.replace('_', '-')} must be {what}, not {value!r}")
+
+        for name in ("hidden", "layers", "batch_size", "bptt", "epochs"):
+            whole(name, 1)
+        for name in ("vocab_size", "embed", "max_steps", "eval_every", "eval_tokens", "seed"):
+            whole(name, 0)
+        for name, low in (("lr", 0.0), ("clip", 0.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+                raise ValueError(f"{name} must be a finite number >= {low:g}, not {value!r}")
+        if not (isinstance(self.valid_fraction, (int, float)) and 0.0 <= self.valid_fraction < 1.0):
+            raise ValueError(f"valid-fraction must be in [0, 1), not {self.valid_fraction!r}")
+        if self.bptt_mode not in ("window", "chunk", "full"):
+            raise ValueError(f"bptt-mode must be window, chunk or full, not {self.bptt_mode!r}")
+        if self.bptt_mode == "window" and self.layers > 1:
+            raise ValueError("window BPTT is the tutorial's one-layer rule; use --bptt-mode chunk or full "
+                             "with several layers")
+        if self.optimizer not in ("sgd", "momentum", "adagrad", "adam"):
+            raise ValueError(f"optimizer must be sgd, momentum, adagrad or adam, not {self.optimizer!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, not {self.dtype!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias must be True or False, not {self.bias!r}")
+        if self.cell != "rnn":
+            raise ValueError(f"cell {self.cell!r} is not available; choose rnn")
+
+    @property
+    def sentence_mode(self) -> bool:
+        return self.format in SENTENCE_FORMATS
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        """The ModelConfig this (resolved) config trains, for a vocabulary of ``vocab_size`` ids."""
+        return ModelConfig(vocab_size, self.hidden, self.embed or None, self.cell, self.layers, self.bias,
+                           self.dtype)
+
+
+def format_for_path(path) -> str:
+    """The default format of a corpus file: ``csv`` for ``*.csv``, else ``text``."""
+    return "csv" if str(path).lower().endswith(".csv") else "text"
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model: LanguageModel
+    vocab: Vocab
+    config: TrainConfig  # resolved
+    metrics: list[dict]  # every line of metrics.jsonl, this run's and (on resume) the earlier ones
+    step: int
+    epoch: float
+
+
+@dataclass
+class Trained:
+    """A trained model loaded back from its run directory (``load_trained``)."""
+
+    model: LanguageModel
+    vocab: Vocab
+    format: str
+    config: TrainConfig
+    state: dict
+
+
+# -- evaluation ---------------------------------------------------------------------
+
+
+def evaluate(model: LanguageModel, corpus: Corpus, *, max_tokens: int | None = None) -> tuple[float, int]:
+    """Forward only: (sum of -log p over the predicted tokens, their count).
+
+    Sentences: every sentence from a zero hidden state, all its targets
+    (markers included) scored; with ``max_tokens`` every k-th sentence, k
+    chosen so about ``max_tokens`` tokens are scored. Streams: up to
+    ``EVAL_STREAMS`` parallel streams of at least 1000 tokens (``batchify``,
+    as word_language_model evaluates), hidden state carried along; with
+    ``max_tokens`` the first ``max_tokens / streams`` steps of each stream.
+    """
+    total, count = 0.0, 0
+    if corpus.kind == "sentences":
+        sentences = corpus.sentences
+        if max_tokens and corpus.num_tokens > max_tokens:
+            sentences = sentences[:: math.ceil(corpus.num_tokens / max_tokens)]
+        for inputs, targets, mask in sentence_batches(sentences, EVAL_BATCH):
+            nll, n, _ = model.evaluate(inputs, targets, mask=mask)
+            total, count = total + nll, count + n
+        return total, count
+    n_ids = corpus.num_tokens
+    if n_ids < 2:
+        return 0.0, 0
+    streams = max(1, min(EVAL_STREAMS, n_ids // 1000))
+    batched = batchify(corpus.ids, streams)
+    rows = batched.shape[0]
+    if max_tokens:
+        rows = min(rows, max_tokens // streams + 1)
+    hidden = None
+    for i in range(0, rows - 1, EVAL_STEPS):
+        t = min(EVAL_STEPS, rows - 1 - i)
+        nll, n, hidden = model.evaluate(batched[i:i + t], batched[i + 1:i + 1 + t], hidden=hidden)
+        total, count = total + nll, count + n
+    return total, count
+
+
+def mean_loss(model: LanguageModel, corpus: Corpus, *, max_tokens: int | None = None) -> float | None:
+    """Mean -log p per predicted token (nats), or None when nothing is predicted."""
+    total, count = evaluate(model, corpus, max_tokens=max_tokens)
+    return total / count if count else None
+
+
+def perplexity(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+# -- batches ------------------------------------------------------------------------
+
+
+def epoch_batches(corpus: Corpus, cfg: TrainConfig, epoch: int):
+    """``(number of batches, iterator of (inputs, targets, mask or None))`` for one epoch.
+
+    Sentence mode: ``sentence_batches``, shuffled (when ``cfg.shuffle``) by a
+    generator seeded with ``(seed, epoch)`` only, so any epoch's order can be
+    recomputed on resume. Stream mode: ``stream_chunks`` of ``batchify``, in order.
+    """
+    if cfg.sentence_mode:
+        lengths = np.diff(np.asarray(corpus.offsets))
+        n = -(-int(np.count_nonzero(lengths >= 2)) // cfg.batch_size)
+        order = np.random.default_rng([cfg.seed, epoch]) if cfg.shuffle else None
+        batches = sentence_batches(corpus.sentences, cfg.batch_size, shuffle_rng=order)
+        return n, batches
+    batched = batchify(corpus.ids, cfg.batch_size)
+    return num_stream_chunks(batched, cfg.bptt), ((x, y, None) for x, y in stream_chunks(batched, cfg.bptt))
+
+
+# -- files ----------------------------------------------------------------------------
+
+
+def read_metrics(out: Path, max_step: int | None = None) -> list[dict]:
+    """The lines of ``out/metrics.jsonl`` (unreadable lines skipped), up to ``max_step``."""
+    path = Path(out) / METRICS_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError):
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and (max_step is None or row.get("step", 0) <= max_step):
+            rows.append(row)
+    return rows
+
+
+def write_metrics(out: Path, metrics: list[dict]) -> None:
+    with atomic_write(Path(out) / METRICS_NAME, "w") as f:
+        for row in metrics:
+            f.write(json.dumps(row) + "\n")
+
+
+def _config_from_state(state: dict, where) -> TrainConfig:
+    saved = state.get("train_config") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{where}: the checkpoint holds no training configuration")
+    names = {f.name for f in fields(TrainConfig)}
+    try:
+        cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+        cfg.validate()
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: bad training configuration in the checkpoint ({e})") from None
+    return cfg
+
+
+def load_trained(directory) -> Trained:
+    """Model, vocabulary, format and training config of the checkpoint in ``directory``.
+
+    Every problem (no checkpoint, corrupt or foreign files, a vocabulary or
+    config that does not fit the parameters) is a one-line ``RnnlabError``.
+    """
+    directory = Path(directory)
+    ckpt = load_checkpoint(directory)
+    where = directory / JSON_NAME
+    vocab = Vocab.from_dict(ckpt.vocab, source=f"{where} (vocabulary)")
+    try:
+        mconfig = ModelConfig.from_dict(ckpt.config if isinstance(ckpt.config, dict) else {})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: bad model configuration ({e})") from None
+    if mconfig.vocab_size != len(vocab):
+        raise CheckpointError(f"{where}: the model has {mconfig.vocab_size} output ids but the vocabulary "
+                              f"{len(vocab)}")
+    check_compatible(ckpt, mconfig.param_shapes(), None)
+    cfg = _config_from_state(ckpt.state, where)
+    if cfg.format not in FORMATS:
+        raise CheckpointError(f"{where}: unknown corpus format {cfg.format!r}")
+    model = LanguageModel.from_config(mconfig, ckpt.params)
+    return Trained(model=model, vocab=vocab, format=cfg.format, config=cfg, state=ckpt.state)
+
+
+# -- the loop -------------------------------------------------------------------------
+
+
+def _progress_bar(total, initial, desc, enabled):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        enabled = False
+        tqdm = None
+    if not enabled:
+        return None
+    return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, unit="batch", leave=False,
+                dynamic_ncols=True)
+
+
+def train(config: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool | None = None,
+          log=print) -> TrainResult:
+    """Train as ``config`` says; see the module docstring.
+
+    ``resume``: continue the checkpoint in ``config.out`` (its saved config is
+    the base; fields of ``config`` that are not None override it, except those
+    in ``FIXED_ON_RESUME``). Without ``resume``, a directory that already holds
+    a checkpoint is refused unless ``force``. ``progress``: show tqdm bars on
+    stderr (None: when stderr is a terminal). ``log``: where the per-evaluation
+    lines go (``print``; pass ``lambda *a: None`` to be quiet).
+
+    Nothing is written until the corpus, the config and (on resume) the
+    checkpoint have all been read and checked.
+    """
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise RnnlabError(f"{out} exists and is not a directory")
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out)
+        saved = _config_from_state(ckpt.state, out / JSON_NAME)
+        given = {f.name: getattr(config, f.name) for f in fields(config)
+                 if getattr(config, f.name) is not None and f.name != "out"}
+        for name in FIXED_ON_RESUME:
+            if name in given and given[name] != getattr(saved, name):
+                raise RnnlabError(f"cannot resume with {name.replace('_', '-')} {given[name]!r}: the checkpoint "
+                                  f"in {out} was trained with {getattr(saved, name)!r}")
+        cfg = replace(saved, **given, out=str(out)).resolved()
+    else:
+        cfg = config.resolved()
+        if (out / JSON_NAME).exists() and not force:
+            raise RnnlabError(f"{out} already holds a checkpoint; pass --resume to continue it "
+                              f"or --force to replace it")
+
+    # Data. The vocabulary is built once, then always taken from the checkpoint.
+    vocab = None if ckpt is None else Vocab.from_dict(ckpt.vocab, source=f"{out / JSON_NAME} (vocabulary)")
+    corpus = prepare_corpus(cfg.corpus, cfg.format, cfg.vocab_size or None, vocab=vocab)
+    vocab = corpus.vocab
+    train_data, valid_data = split_corpus(corpus, cfg.valid_fraction) if cfg.valid_fraction else (corpus, None)
+
+    # Model and optimiser, fresh or from the checkpoint.
+    mconfig = cfg.model_config(len(vocab))
+    if ckpt is None:
+        model = LanguageModel.from_config(mconfig, seed=cfg.seed)
+    else:
+        saved_mconfig = ckpt.config if isinstance(ckpt.config, dict) else {}
+        if saved_mconfig != mconfig.to_dict():
+            raise CheckpointError(f"the model in {out / JSON_NAME} ({saved_mconfig}) does not match "
+                                  f"the configuration ({mconfig.to_dict()})")
+        check_compatible(ckpt, mconfig.param_shapes(), None)
+        model = LanguageModel.from_config(mconfig, ckpt.params)
+    optimizer = make_optimizer(cfg.optimizer, model.params, cfg.lr)
+    schedule = LossHalvingSchedule(optimizer)
+    epoch, batch, step, tokens, hidden, metrics = 0, 0, 0, 0, None, []
+    if ckpt is not None:
+        if ckpt.optimizer_meta is None:
+            raise CheckpointError(f"{out / JSON_NAME} holds no optimizer state to resume from")
+        optimizer.load_state_dict(ckpt.optimizer_arrays or {}, ckpt.optimizer_meta)
+        if config.lr is not None:  # an explicit rate replaces the (possibly halved) saved one
+            optimizer.lr = float(config.lr)
+        state = ckpt.state
+        try:
+            schedule.load_state_dict(state["schedule"])
+            epoch, batch, step, tokens = (int(state[k]) for k in ("epoch", "batch", "step", "tokens"))
+            if state.get("hidden") is not None:
+                hidden = np.asarray(state["hidden"], dtype=mconfig.dtype)
+                expected = (mconfig.num_layers, cfg.batch_size, mconfig.hidden_size)
+                if hidden.shape != expected:
+                    raise ValueError(f"saved hidden state {hidden.shape}, expected {expected}")
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{out / JSON_NAME}: bad training state ({e})") from None
+        metrics = read_metrics(out, max_step=step)
+
+    bptt_mode = cfg.bptt_mode
+    truncate = None if bptt_mode == "full" else cfg.bptt
+    show = (sys.stderr.isatty() if progress is None else progress)
+
+    def record(epoch_value, seconds, tokens_in_interval):
+        """Evaluate, apply the schedule, write metrics, plot and checkpoint."""
+        train_loss = mean_loss(model, train_data, max_tokens=cfg.eval_tokens or None)
+        valid_loss = mean_loss(model, valid_data) if valid_data is not None else None
+        row = {"epoch": epoch_value, "step": step, "tokens": tokens, "train_loss": train_loss,
+               "valid_loss": valid_loss, "perplexity": perplexity(valid_loss), "lr": optimizer.lr,
+               "tokens_per_s": round(tokens_in_interval / seconds, 1) if seconds > 0 else None}
+        if train_loss is not None and not math.isfinite(train_loss):
+            raise RnnlabError(f"the training loss became {train_loss} at step {step}; lower --lr or "
+                              f"set --clip (the checkpoint in {out} is the last finite one)")
+        metrics.append(row)
+        text = f"epoch {epoch_value:g}  step {step}  train loss {_fmt(train_loss)}"
+        if valid_data is not None:
+            text += f"  valid loss {_fmt(valid_loss)}  ppl {_fmt(row['perplexity'], 2)}"
+        text += f"  lr {optimizer.lr:g}"
+        if row["tokens_per_s"] is not None:
+            text += f"  {row['tokens_per_s']:,.0f} tok/s"
+        log(text)
+        if train_loss is not None and schedule.update(train_loss):
+            log(f"Setting learning rate to {optimizer.lr:g} (the training loss rose)")
+        out.mkdir(parents=True, exist_ok=True)
+        write_metrics(out, metrics)
+        state = {"epoch": epoch, "batch": batch, "step": step, "tokens": tokens,
+                 "schedule": schedule.state_dict(), "train_config": asdict(cfg), "format": cfg.format,
+                 "hidden": hidden.tolist() if (hidden is not None and batch) else None}
+        save_checkpoint(out, params=model.params, config=mconfig.to_dict(), vocab=vocab.to_dict(),
+                        optimizer=optimizer.state_dict(), state=state)
+        plot_losses(metrics, out / PLOT_NAME, title=f"{Path(cfg.corpus).name} ({cfg.format})")
+
+    kind = "sentences" if cfg.sentence_mode else "tokens"
+    log(f"corpus {cfg.corpus} ({cfg.format}): {corpus.num_tokens:,} tokens"
+        + (f" in {corpus.num_sentences:,} sentences" if cfg.sentence_mode else "")
+        + f"; vocabulary of {len(vocab):,} ids" + _least_frequent(vocab))
+    split = f"train {train_data.num_tokens:,} tokens"
+    if valid_data is not None:
+        split += f", validation {valid_data.num_tokens:,} tokens"
+    log(split + f"; {model.num_params():,} parameters; {cfg.optimizer} lr {cfg.lr:g}, "
+        f"batch {cfg.batch_size} {kind}, bptt {cfg.bptt_mode} {cfg.bptt}")
+    if ckpt is None:
+        out.mkdir(parents=True, exist_ok=True)
+        vocab.save(out / VOCAB_NAME)
+        record(0, 0.0, 0)
+    else:
+        log(f"resuming {out} at epoch {epoch} (+{batch} batches), step {step}")
+        if epoch >= cfg.epochs or (cfg.max_steps and step >= cfg.max_steps):
+            log(f"nothing to do: the run has reached its {cfg.epochs} epochs or {cfg.max_steps} steps; "
+                f"pass a larger --epochs or --max-steps to train further")
+
+    stopped = bool(cfg.max_steps) and step >= cfg.max_steps
+    last_recorded = step
+    while epoch < cfg.epochs and not stopped:
+        n_batches, batches = epoch_batches(train_data, cfg, epoch)
+        if hidden is None and not cfg.sentence_mode:
+            hidden = model.init_hidden(cfg.batch_size)
+        bar = _progress_bar(n_batches, batch, f"epoch {epoch + 1}/{cfg.epochs}", show)
+        skip, since, seen, loss_sum, loss_count, shown = batch, time.perf_counter(), 0, 0.0, 0, 0.0
+        try:
+            for b, (inputs, targets, mask) in enumerate(batches):
+                if b < skip:
+                    continue
+                if cfg.sentence_mode:
+                    loss, grads, _ = model.loss_and_grads(inputs, targets, mask=mask, bptt=bptt_mode,
+                                                          truncate=truncate, reduction="sum")
+                    n_tok, columns = int(mask.sum()), inputs.shape[1]
+                    if columns > 1:  # sum over each sentence, mean over the sentences
+                        for g in grads.values():
+                            g *= 1.0 / columns
+                    loss_sum += loss
+                else:
+                    loss, grads, hidden = model.loss_and_grads(inputs, targets, bptt=bptt_mode,
+                                                               truncate=truncate, hidden=hidden)
+                    n_tok = inputs.size
+                    loss_sum += loss * n_tok
+                if not math.isfinite(loss):
+                    raise RnnlabError(f"the training loss became {loss} at step {step + 1}; lower --lr or set "
+                                      f"--clip (the checkpoint in {out} is the last finite one)")
+                if cfg.clip:
+                    clip_grad_norm(grads, cfg.clip)
+                optimizer.step(grads)
+                step, tokens, batch = step + 1, tokens + n_tok, b + 1
+                seen, loss_count = seen + n_tok, loss_count + n_tok
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - shown > 0.5:
+                        bar.set_postfix(loss=f"{loss_sum / loss_count:.3f}",
+                                        tok_s=f"{seen / (now - since):,.0f}", refresh=False)
+                        shown = now
+                if cfg.max_steps and step >= cfg.max_steps:
+                    stopped = True
+                    break
+                if cfg.eval_every and step % cfg.eval_every == 0 and batch < n_batches:
+                    if bar is not None:
+                        bar.clear()
+                    record(round(epoch + batch / n_batches, 4), time.perf_counter() - since, seen)
+                    last_recorded, since, seen = step, time.perf_counter(), 0
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - since
+        if batch >= n_batches:  # the epoch is complete
+            epoch, batch, hidden = epoch + 1, 0, None
+            record(epoch, seconds, seen)
+            last_recorded = step
+        elif step != last_recorded:  # stopped by max_steps inside the epoch
+            record(round(epoch + batch / n_batches, 4), seconds, seen)
+            last_recorded = step
+    epoch_value = epoch + (batch / max(1, epoch_batches(train_data, cfg, epoch)[0]) if batch else 0)
+    return TrainResult(out=out, model=model, vocab=vocab, config=cfg, metrics=metrics, step=step,
+                       epoch=round(epoch_value, 4))
+
+
+def _least_frequent(vocab: Vocab) -> str:
+    """The tutorial's report of the least frequent word kept, as a suffix for the corpus line."""
+    try:
+        word, count = vocab.least_frequent()
+    except DataError:
+        return ""
+    return f" (least frequent kept: {word!r}, {count} times)"
+
+
+def _fmt(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}f}"
