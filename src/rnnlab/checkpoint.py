@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import CheckpointError, RnnlabError
 
 FORMAT = "rnnlab-checkpoint"
@@ -68,30 +68,6 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _fsync_dir(directory: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temp file in the same directory."""
-    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")  # "xb" (not mkstemp) honours the umask
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(directory, *, params: dict[str, np.ndarray], config: dict, vocab: dict | None,
                     optimizer: tuple[dict[str, np.ndarray], dict] | None, state: dict) -> Path:
     """Save a training run into ``directory`` (created if needed); return the JSON's path.
@@ -126,11 +102,11 @@ def save_checkpoint(directory, *, params: dict[str, np.ndarray], config: dict, v
     text = json.dumps(doc, indent=1, default=_json_default)  # before any write: a TypeError leaves no trace
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        for kind, blob in blobs.items():
-            _write_atomic(directory / files[kind]["name"], blob)
-        _fsync_dir(directory)  # the tensor files' names are durable before the JSON names them
-        _write_atomic(directory / JSON_NAME, text.encode())
-        _fsync_dir(directory)
+        for kind, blob in blobs.items():  # each durable, name included, before the JSON names it
+            with atomic_write(directory / files[kind]["name"]) as f:
+                f.write(blob)
+        with atomic_write(directory / JSON_NAME, "w") as f:
+            f.write(text)
         keep = {f["name"] for f in files.values()}
         for pattern in OWN_PATTERNS:
             for old in directory.glob(pattern):

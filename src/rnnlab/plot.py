@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .data.atomic import atomic_write
+from .atomic import atomic_write
 
 
 def plot_losses(metrics: list[dict], path: str | os.PathLike, *, title: str | None = None) -> Path | None:

@@ -68,7 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import JSON_NAME, check_compatible, load_checkpoint, save_checkpoint
-from .data.atomic import atomic_write
+from .atomic import atomic_write
 from .data.batching import batchify, num_stream_chunks, sentence_batches, stream_chunks
 from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, split_corpus
 from .data.vocab import Vocab

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 #: name -> (filename, canonical URL or None for local-only corpora, sha256 of the file)
 CORPORA: dict[str, tuple[str, str | None, str]] = {

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .readers import read_chars, read_lines, read_reddit_csv, read_tokens
 from .tokenize import MIN_TOKENS_EXCLUSIVE, UNKNOWN_TOKEN, line_sentence, raw_comment_sentences
 from .vocab import Vocab

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .tokenize import UNKNOWN_TOKEN
 
 FORMAT = "rnnlab-vocab"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -22,12 +21,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', not {mode!r}")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")  # open "x" honours the umask
     try:
         if mode == "w":
-            f = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="")
+            f = open(tmp, "x", encoding=encoding or "utf-8", newline="")
         else:
-            f = os.fdopen(fd, "wb")
+            f = open(tmp, "xb")
         with f:
             yield f
             f.flush()
@@ -37,10 +36,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the rename durable where the platform allows it (best effort)."""
     try:
         fd = os.open(folder, os.O_RDONLY)

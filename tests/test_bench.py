@@ -1,0 +1,87 @@
+"""``rnnlab bench`` at tiny sizes: it runs and reports every figure.
+
+Nothing here is timed: the speed targets live in the benchmark itself, these
+tests only check that each measurement runs and lands in the output.
+"""
+import json
+
+import pytest
+
+from rnnlab import bench
+
+POSITIVE = {
+    "train": ["rnnlab_tokens_per_s", "rnnlab_chunk_ms", "tutorial_tokens_per_s", "tutorial_step_ms", "vs_tutorial"],
+    "roofline": ["tokens_per_s", "chunk_ms", "logits_ms", "decoder_grad_ms", "hidden_grad_ms", "fraction"],
+    "classic": ["sgd_step_ms", "reference_ms", "speedup"],
+    "eval": ["tokens_per_s", "chunk_ms", "vs_training"],
+    "generate": ["tokens_per_s", "ms_per_token"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """One tiny run without PyTorch, shared by the tests that only read it."""
+    return bench.run(bench.TINY, "tiny", use_torch=False)
+
+
+def test_every_figure_is_a_positive_number(tiny):
+    for section, keys in POSITIVE.items():
+        for key in keys:
+            value = tiny[section][key]
+            assert isinstance(value, float) and value > 0, (section, key, value)
+    assert tiny["torch"] is None and tiny["train"]["torch_tokens_per_s"] is None
+
+
+def test_memory_runs_report_peak_above_the_ids(tiny):
+    memory = tiny["memory"]
+    assert [run["tokens"] for run in memory["runs"]] == list(bench.TINY.memory_tokens)
+    for run in memory["runs"]:
+        assert run["ids_bytes"] == 4 * run["tokens"]  # int32 ids
+        assert run["peak_rss_bytes"] > run["ids_bytes"]
+        assert run["peak_minus_ids_bytes"] == run["peak_rss_bytes"] - run["ids_bytes"]
+
+
+def test_targets_name_each_goal(tiny):
+    names = [row["name"] for row in tiny["targets"]]
+    assert len(names) == 8
+    for row in tiny["targets"]:
+        assert row["pass"] in (True, False, None)
+    by_name = {row["name"]: row for row in tiny["targets"]}
+    assert by_name["training vs PyTorch"]["pass"] is None  # not measured without PyTorch
+
+
+def test_machine_reports_blas_and_openblas_settings(tiny):
+    machine = tiny["machine"]
+    assert {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"} <= set(machine["env"])
+    assert machine["blas"]["library"] and machine["nproc"] >= 1
+
+
+def test_table_shows_targets_and_settings(tiny):
+    text = bench.render(tiny)
+    assert "OPENBLAS_CORETYPE" in text and "BLAS" in text
+    assert text.count("PASS") + text.count("FAIL") + text.count("n/a") == 8
+
+
+def test_main_json_with_threads(capsys):
+    pytest.importorskip("threadpoolctl")
+    assert bench.main(["--tiny", "--json", "--no-torch", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mode"] == "tiny"
+    assert result["machine"]["threads_requested"] == 1
+    assert result["machine"]["blas"]["threads"] == 1
+
+
+def test_torch_side_computes_the_same_loss(capsys):
+    pytest.importorskip("torch")
+    assert bench.main(["--tiny", "--json"]) == 0
+    train = json.loads(capsys.readouterr().out)["train"]
+    assert train["torch_tokens_per_s"] > 0 and train["vs_torch"] > 0
+    first = train["first_chunk_loss"]
+    assert first["torch"] == pytest.approx(first["rnnlab"], rel=1e-5)
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "two"], ["--bogus"], ["extra"]])
+def test_bad_arguments_exit_2_with_one_line(argv, capsys):
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnnlab bench: error:")
