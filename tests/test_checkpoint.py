@@ -8,19 +8,12 @@ import numpy as np
 import pytest
 
 from rnnlab.checkpoint import check_compatible, load_checkpoint, restore_rng, save_checkpoint
+from rnnlab.model import ModelConfig
 from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.optim import make_optimizer
 
 V, H = 6, 4
-SHAPES = {
-    "encoder.weight": (V, H),
-    "rnn.weight_ih_l0": (H, H),
-    "rnn.weight_hh_l0": (H, H),
-    "rnn.bias_ih_l0": (H,),
-    "rnn.bias_hh_l0": (H,),
-    "decoder.weight": (V, H),
-    "decoder.bias": (V,),
-}
+SHAPES = ModelConfig(V, H, embed_size=H).param_shapes()  # a word_language_model layout
 VOCAB = {"itos": ["<unk>", "<eos>", "the", "cat", "sat", "mat"]}
 CONFIG = {"cell": "rnn", "vocab_size": V, "hidden": H, "layers": 1}
 

@@ -1,19 +1,12 @@
 import numpy as np
 import pytest
 
+from rnnlab.model import ModelConfig
 from rnnlab.errors import CheckpointError
 from rnnlab.optim import SGD, Adagrad, Adam, LossHalvingSchedule, clip_grad_norm, make_optimizer
 
 V, H = 7, 5
-SHAPES = {
-    "encoder.weight": (V, H),
-    "rnn.weight_ih_l0": (H, H),
-    "rnn.weight_hh_l0": (H, H),
-    "rnn.bias_ih_l0": (H,),
-    "rnn.bias_hh_l0": (H,),
-    "decoder.weight": (V, H),
-    "decoder.bias": (V,),
-}
+SHAPES = ModelConfig(V, H, embed_size=H).param_shapes()  # a word_language_model layout
 CASES = [
     ("sgd", {"lr": 0.1}),
     ("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),

@@ -131,23 +131,32 @@ class Model:
             params[name] -= step
 
     def train(self, X, Y, learning_rate=0.005, nepoch=100, evaluate_loss_after=5):
-        """The tutorial's loop: SGD one sentence at a time, halving the rate when the loss rises."""
-        num_examples_seen = 0
-        losses = []
+        """The tutorial's loop: SGD one sentence at a time, in order, for ``nepoch`` epochs.
+
+        Every ``evaluate_loss_after`` epochs the mean loss is printed (the
+        tutorial's line) and recorded; when it rose since the previous record
+        the learning rate halves. Returns [(examples seen, loss), ...].
+        """
+        history = []
+        seen = 0
         for epoch in range(nepoch):
             if epoch % evaluate_loss_after == 0:
-                loss = self.calculate_total_loss(X, Y)
-                losses.append((num_examples_seen, loss))
-                time = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-                print("%s: Loss after num_examples_seen=%d epoch=%d: %f" % (time, num_examples_seen, epoch, loss))
-                if len(losses) > 1 and losses[-1][1] > losses[-2][1]:
-                    learning_rate = learning_rate * 0.5
+                history.append((seen, self.calculate_total_loss(X, Y)))
+                _report(history, epoch)
+                if len(history) > 1 and history[-1][1] > history[-2][1]:
+                    learning_rate *= 0.5
                     print("Setting learning rate to %f" % learning_rate)
                 sys.stdout.flush()
-            for i in range(len(Y)):
-                self.sgd_step(X[i], Y[i], learning_rate)
-                num_examples_seen += 1
-        return losses
+            for x, y in zip(X, Y):
+                self.sgd_step(x, y, learning_rate)
+                seen += 1
+        return history
+
+
+def _report(history, epoch):
+    seen, loss = history[-1]
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{stamp}: Loss after num_examples_seen={seen} epoch={epoch}: {loss:f}")
 
 
 def sentence_nll_sums(lm: LanguageModel, X, Y, batch_size=64):
