@@ -35,22 +35,23 @@ def one_hot(index, size):
 
 
 class Layer:
-    """One time step: s = tanh(U x + W prev_s), mulv = V s."""
+    """One time step: state = tanh(U x + W previous), scores = V state."""
 
-    def forward(self, x, prev_s, U, W, V):
-        self.mulu = mul_forward(U, x)
-        self.mulw = mul_forward(W, prev_s)
-        self.add = self.mulw + self.mulu
-        self.s = np.tanh(self.add)
-        self.mulv = mul_forward(V, self.s)
+    def forward(self, x, previous, U, W, V):
+        self.from_input = mul_forward(U, x)
+        self.from_state = mul_forward(W, previous)
+        self.pre = self.from_state + self.from_input
+        self.s = np.tanh(self.pre)
+        self.mulv = mul_forward(V, self.s)  # the tutorial's name for the output scores
 
-    def backward(self, x, prev_s, U, W, V, diff_s, dmulv):
-        self.forward(x, prev_s, U, W, V)
-        dV, dsv = mul_backward(V, self.s, dmulv)
-        dadd = tanh_backward(self.add, dsv + diff_s)
-        dW, dprev_s = mul_backward(W, prev_s, dadd)
-        dU, _ = mul_backward(U, x, dadd)
-        return dprev_s, dU, dW, dV
+    def backward(self, x, previous, U, W, V, grad_state, grad_scores):
+        """Recompute this step, then return (grad of previous state, dU, dW, dV)."""
+        self.forward(x, previous, U, W, V)
+        dV, grad_from_output = mul_backward(V, self.s, grad_scores)
+        grad_pre = tanh_backward(self.pre, grad_from_output + grad_state)
+        dW, grad_previous = mul_backward(W, previous, grad_pre)
+        dU, _ = mul_backward(U, x, grad_pre)
+        return grad_previous, dU, dW, dV
 
 
 class ReferenceModel:
@@ -62,14 +63,13 @@ class ReferenceModel:
         self.bptt_truncate = bptt_truncate
 
     def forward_propagation(self, x):
-        layers = []
-        prev_s = np.zeros(self.hidden_dim)
+        steps = []
+        state = np.zeros(self.hidden_dim)
         for word in x:
-            layer = Layer()
-            layer.forward(one_hot(word, self.word_dim), prev_s, self.U, self.W, self.V)
-            prev_s = layer.s
-            layers.append(layer)
-        return layers
+            steps.append(Layer())
+            steps[-1].forward(one_hot(word, self.word_dim), state, self.U, self.W, self.V)
+            state = steps[-1].s
+        return steps
 
     def calculate_loss(self, x, y):
         layers = self.forward_propagation(x)
@@ -82,27 +82,26 @@ class ReferenceModel:
         return sum(self.calculate_loss(x, y) for x, y in zip(X, Y)) / float(len(Y))
 
     def bptt(self, x, y):
-        layers = self.forward_propagation(x)
+        """For each step t: the loss's gradient through step t and then back
+        through at most ``bptt_truncate`` earlier steps, one layer call each."""
+        steps = self.forward_propagation(x)
+        H = self.hidden_dim
         dU, dW, dV = np.zeros(self.U.shape), np.zeros(self.W.shape), np.zeros(self.V.shape)
-        prev_s_t = np.zeros(self.hidden_dim)
-        for t in range(len(layers)):
-            dmulv = softmax(layers[t].mulv)
-            dmulv[y[t]] -= 1.0
-            x_t = one_hot(x[t], self.word_dim)
-            dprev_s, dU_t, dW_t, dV_t = layers[t].backward(
-                x_t, prev_s_t, self.U, self.W, self.V, np.zeros(self.hidden_dim), dmulv)
-            prev_s_t = layers[t].s
-            no_output = np.zeros(self.word_dim)
-            for i in range(t - 1, max(-1, t - self.bptt_truncate - 1), -1):
-                x_i = one_hot(x[i], self.word_dim)
-                prev_s_i = np.zeros(self.hidden_dim) if i == 0 else layers[i - 1].s
-                dprev_s, dU_i, dW_i, _ = layers[i].backward(
-                    x_i, prev_s_i, self.U, self.W, self.V, dprev_s, no_output)
-                dU_t += dU_i
-                dW_t += dW_i
+        for t, step in enumerate(steps):
+            grad_scores = softmax(step.mulv) - one_hot(y[t], self.word_dim)
+            before = steps[t - 1].s if t > 0 else np.zeros(H)
+            grad_previous, dU_t, dW_t, dV_t = step.backward(
+                one_hot(x[t], self.word_dim), before, self.U, self.W, self.V, np.zeros(H), grad_scores)
             dV += dV_t
             dU += dU_t
             dW += dW_t
+            for k in range(t - 1, max(t - self.bptt_truncate, 0) - 1, -1):
+                before = steps[k - 1].s if k > 0 else np.zeros(H)
+                grad_previous, dU_k, dW_k, _ = steps[k].backward(
+                    one_hot(x[k], self.word_dim), before, self.U, self.W, self.V, grad_previous,
+                    np.zeros(self.word_dim))
+                dU += dU_k
+                dW += dW_k
         return dU, dW, dV
 
     def sgd_step(self, x, y, learning_rate):
