@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -52,15 +53,18 @@ def rng(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-# Elementwise work over large arrays (the softmax over (N, V) logits) runs in
-# a few threads: numpy releases the GIL inside ufuncs, and the BLAS threads
-# are idle while it runs.
+# rnnlab's own threads. The output layer splits the vocabulary among them:
+# each thread makes its slice of the logits, exponentiates it while it is in
+# cache, and later makes its slice of the gradients, with the BLAS held at one
+# thread meanwhile (threadpoolctl does that; without it, one part runs and the
+# BLAS keeps its own threads).
 _threads = max(1, min(int(os.environ.get("RNNLAB_THREADS", os.cpu_count() or 1)), 8))
 _executor = None
+_blas = "unknown"
 
 
 def set_num_threads(n: int):
-    """Threads for rnnlab's own elementwise loops (BLAS keeps its own setting)."""
+    """Threads for rnnlab's own parallel work (the BLAS's count is restored after it)."""
     global _threads, _executor
     _threads = max(1, int(n))
     if _executor is not None:
@@ -72,18 +76,67 @@ def get_num_threads() -> int:
     return _threads
 
 
-def parallel_ranges(fn, n, min_per_thread=64):
-    """Call fn(lo, hi) on contiguous parts of range(n), in up to get_num_threads() threads."""
-    global _executor
-    parts = min(_threads, max(1, n // min_per_thread))
-    if parts == 1:
-        fn(0, n)
+def _blas_controller():
+    """threadpoolctl's handle on numpy's BLAS, or None when it cannot be had."""
+    global _blas
+    if _blas == "unknown":
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas = libs[0] if len(libs) == 1 else None
+        except Exception:  # not installed, or a BLAS it does not know
+            _blas = None
+    return _blas
+
+
+def parallel_parts() -> int:
+    """How many parts rnnlab's parallel loops may split their work into."""
+    return _threads if _threads > 1 and _blas_controller() is not None else 1
+
+
+_pinned = threading.local()
+
+
+@contextmanager
+def own_threads():
+    """Within: the BLAS runs single-threaded and rnnlab's threads do the parallel work.
+
+    Wraps a whole forward/backward, not only the parallel parts: OpenBLAS's
+    idle workers keep spinning for a while after each multi-threaded call and
+    would compete with rnnlab's threads for the cores. Re-entrant.
+    """
+    blas = _blas_controller() if parallel_parts() > 1 else None
+    if blas is None or getattr(_pinned, "depth", 0):
+        _pinned.depth = getattr(_pinned, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _pinned.depth -= 1
         return
+    before = blas.get_num_threads()
+    blas.set_num_threads(1)
+    _pinned.depth = 1
+    try:
+        yield
+    finally:
+        _pinned.depth = 0
+        blas.set_num_threads(before)
+
+
+def run_parallel(tasks):
+    """Run the callables ``tasks`` and return their results in order.
+
+    Several tasks run in rnnlab's threads with the BLAS at one thread each
+    (numpy releases the GIL in BLAS calls and ufuncs); a single task runs here.
+    """
+    global _executor
+    if len(tasks) == 1:
+        return [tasks[0]()]
     if _executor is None:
         _executor = ThreadPoolExecutor(_threads, thread_name_prefix="rnnlab")
-    bounds = [n * k // parts for k in range(parts + 1)]
-    for future in [_executor.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
-        future.result()
+    with own_threads():
+        return [future.result() for future in [_executor.submit(task) for task in tasks]]
 
 
 # Large temporaries (an (N, V) logits buffer, a (V, H) gradient) are made and

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import as_dtype, as_ids, rng, xp, zeros
+from .backend import as_dtype, as_ids, own_threads, rng, xp, zeros
 from .cells import RNNSequence, check_bptt
 from .gates import BiasAdd, Embedding, MatMul
 from .graph import Tape
@@ -157,6 +157,13 @@ def loss_and_grads(params, config: ModelConfig, inputs, targets, *, mask=None, b
     targets, "sum" adds them (the tutorial's ``bptt``). A pure function of its
     arguments.
     """
+    with own_threads():
+        return _loss_and_grads(params, config, inputs, targets, mask, bptt, truncate, hidden,
+                               reduction)
+
+
+def _loss_and_grads(params, config, inputs, targets, mask, bptt, truncate, hidden,
+                    reduction) -> LossAndGrads:
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     check_bptt(bptt, truncate)
@@ -286,9 +293,10 @@ class LanguageModel:
         inputs, targets, _ = _as_batch(inputs, targets)
         _check_ids(inputs, self.config.vocab_size, "inputs")
         _check_ids(targets, self.config.vocab_size, "targets")
-        states, final = top_states(self.params, self.config, inputs, hidden)
-        nll = nll_rows(states, self.params["decoder.weight"], self.params.get("decoder.bias"),
-                       targets.reshape(-1))
+        with own_threads():
+            states, final = top_states(self.params, self.config, inputs, hidden)
+            nll = nll_rows(states, self.params["decoder.weight"], self.params.get("decoder.bias"),
+                           targets.reshape(-1))
         return nll.reshape(inputs.shape), final
 
     def evaluate(self, inputs, targets, *, mask=None, hidden=None):

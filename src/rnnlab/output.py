@@ -2,75 +2,87 @@
 
 This is where a word-level language model spends its time: three
 (N, H) x (H, V) sized matrix products per batch (logits, the decoder's
-gradient, the hidden gradient). Everything else touches the (N, V) logits
-once: a pass that adds the bias and exponentiates a block of rows at a time
-while the block is in cache (in parallel threads), and the backward needs no
-(N, V) pass of its own (see ``LinearSoftmaxCE``). No second (N, V) array exists.
+gradient, the hidden gradient). Everything else is arranged around them:
+
+* the vocabulary is split into parts, one per rnnlab thread
+  (``backend.run_parallel``); a thread makes its part of the logits a block
+  of rows at a time and exponentiates the block while it is in cache;
+* softmax needs no shift by the row maximum while exp neither overflows nor
+  underflows (tanh states, ordinary weights); rows where it does are found
+  from their sums and redone with the shift;
+* the backward needs no (N, V) pass of its own (see ``LinearSoftmaxCE``);
+* the (N, V) buffers come from ``backend.take`` and are reused once free.
 """
 from __future__ import annotations
 
-from .backend import empty, parallel_ranges, take, xp
+from .backend import empty, parallel_parts, run_parallel, take, xp, zeros
 from .gates import Gate, add_rows
 
-BLOCK_BYTES = 1 << 20  # rows of logits processed together: about 1 MiB
+BLOCK_BYTES = 1 << 20  # rows of logits exponentiated while in cache: about 1 MiB
 
 
 def _block_rows(vocab_size, itemsize):
     return max(1, BLOCK_BYTES // (vocab_size * itemsize))
 
 
-def _exp_block(z, targets, bias, shift):
-    """In place on a block of logits z (n, V): add the bias, (shift), exponentiate.
+def _vocab_bounds(vocab_size):
+    """Where the vocabulary is cut for the threads: [0, ..., V]."""
+    parts = min(parallel_parts(), max(1, vocab_size // 512))
+    return [vocab_size * k // parts for k in range(parts + 1)]
 
-    Returns (row sums of exp (n,), target logit after the shift (n,)), so that
-    -log p(target) = log(first) - second. ``z`` is left holding exp(z - shift).
+
+def _exp_part(hidden, weight, bias, targets, lo, hi, out):
+    """Columns lo:hi of the softmax: ``out`` (N, hi - lo) <- exp(hidden W[lo:hi]^T + b[lo:hi]).
+
+    Returns (row sums of out (N,), each row's target logit where the target
+    lies in lo:hi, else 0 (N,)).
     """
-    if bias is not None:
-        z += bias
-    if shift:
-        z -= z.max(axis=1, keepdims=True)
-    picked = z[xp.arange(len(z)), targets] if targets is not None else None
-    xp.exp(z, out=z)
-    return z.sum(axis=1), picked
+    N = hidden.shape[0]
+    w = weight[lo:hi]
+    b = None if bias is None else bias[lo:hi]
+    sums = empty(N, dtype=out.dtype)
+    picked = zeros(N, dtype=out.dtype)
+    step = _block_rows(hi - lo, out.itemsize)
+    with xp.errstate(over="ignore", under="ignore"):  # found from the sums; errstate is per thread
+        for r in range(0, N, step):
+            z = xp.matmul(hidden[r:r + step], w.T, out=out[r:r + step])
+            if b is not None:
+                z += b
+            t = targets[r:r + step] - lo
+            inside = xp.flatnonzero((t >= 0) & (t < hi - lo))
+            picked[r + inside] = z[inside, t[inside]]
+            xp.exp(z, out=z)
+            sums[r:r + step] = z.sum(axis=1)
+    return sums, picked
 
 
-def _softmax_terms(exps, hidden, weight, bias, targets, lo, hi):
-    """Rows lo:hi of the logits buffer ``exps`` (N, V) -> exp in place; returns (sums, picked).
+def _exp_logits(hidden, weight, bias, targets):
+    """exp of all logits, by vocabulary parts: ([(lo, hi, exps (N, hi - lo))], sums (N,), picked (N,)).
 
-    Softmax needs no shift by the row max while exp neither overflows nor
-    underflows, which is the usual case (tanh states, small weights); the
-    (N, V) pass that finds maxima is then skipped. Rows where it does are
-    detected from their sums and recomputed with the shift.
+    ``log(sums) - picked`` is -log p(target). Rows whose exponentials over-
+    or underflow are redone with the row maximum subtracted first.
     """
-    with xp.errstate(over="ignore", under="ignore"):  # detected below; thread-local
-        sums, picked = _exp_block(exps[lo:hi], targets[lo:hi], bias, shift=False)
-    info = xp.finfo(exps.dtype)
+    N = hidden.shape[0]
+    bounds = _vocab_bounds(weight.shape[0])
+    parts = [(lo, hi, take((N, hi - lo), hidden.dtype)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    results = run_parallel([
+        (lambda lo=lo, hi=hi, out=out: _exp_part(hidden, weight, bias, targets, lo, hi, out))
+        for lo, hi, out in parts])
+    sums = sum(r[0] for r in results)
+    picked = sum(r[1] for r in results)
+    info = xp.finfo(hidden.dtype)
     bad = xp.flatnonzero(~(xp.isfinite(sums) & (sums > info.tiny / info.eps)))
     if bad.size:
-        rows = bad + lo
-        redo = hidden[rows] @ weight.T
-        sums[bad], picked[bad] = _exp_block(redo, targets[rows], bias, shift=True)
-        exps[rows] = redo
-    return sums, picked
-
-
-def _exp_logits(exps, hidden, weight, bias, targets):
-    """exps (N, V) holds logits without bias; in place to exp(logits), a block of rows at a time.
-
-    Blocks are shared among threads. Returns (row sums of exp (N,), target logit (N,)).
-    """
-    N, V = exps.shape
-    sums = empty(N, dtype=exps.dtype)
-    picked = empty(N, dtype=exps.dtype)
-    step = _block_rows(V, exps.itemsize)
-
-    def rows(start, stop):
-        for lo in range(start, stop, step):
-            hi = min(lo + step, stop)
-            sums[lo:hi], picked[lo:hi] = _softmax_terms(exps, hidden, weight, bias, targets, lo, hi)
-
-    parallel_ranges(rows, N)
-    return sums, picked
+        z = hidden[bad] @ weight.T
+        if bias is not None:
+            z += bias
+        z -= z.max(axis=1, keepdims=True)
+        picked[bad] = z[xp.arange(len(bad)), targets[bad]]
+        xp.exp(z, out=z)
+        sums[bad] = z.sum(axis=1)
+        for lo, hi, out in parts:
+            out[bad] = z[:, lo:hi]
+    return parts, sums, picked
 
 
 class LinearSoftmaxCE(Gate):
@@ -83,29 +95,35 @@ class LinearSoftmaxCE(Gate):
     with ``e = exp(z)``, ``c = scale / sum(e)`` per row, ``scale = weights * dloss``.
     Its per-row factor moves onto the small (N, H) side of each product and
     the one-hot part becomes a row gather / scatter, so the backward is the
-    two (N, V)-sized matrix products on ``e`` and nothing else of size N x V.
+    two (N, V)-sized matrix products on ``e`` (by vocabulary part) and nothing
+    else of size N x V.
     """
 
     def forward(self, hidden, weight, bias, targets, weights):
-        N, V = hidden.shape[0], weight.shape[0]
-        exps = xp.matmul(hidden, weight.T, out=take((N, V), hidden.dtype))
-        sums, picked = _exp_logits(exps, hidden, weight, bias, targets)
+        parts, sums, picked = _exp_logits(hidden, weight, bias, targets)
         nll = xp.log(sums) - picked
         loss = float((weights * nll).sum(dtype=xp.float64))
-        return loss, (hidden, weight, bias is not None, targets, weights, exps, sums)
+        return loss, (hidden, weight, bias is not None, targets, weights, parts, sums)
 
     def backward(self, saved, dloss):
-        hidden, weight, has_bias, targets, weights, exps, sums = saved
-        scale = (weights * dloss).astype(exps.dtype, copy=False)  # (N,)
+        hidden, weight, has_bias, targets, weights, parts, sums = saved
+        scale = (weights * dloss).astype(hidden.dtype, copy=False)  # (N,)
         c = scale / sums  # (N,)
-        d_hidden = exps @ weight  # (N, H)
+        scaled_hidden = hidden * c[:, None]  # (N, H)
+        d_weight = empty(weight.shape, dtype=hidden.dtype)  # (V, H), filled part by part
+
+        def part(lo, hi, exps):
+            xp.matmul(exps.T, scaled_hidden, out=d_weight[lo:hi])
+            return exps @ weight[lo:hi], (c @ exps if has_bias else None)
+
+        results = run_parallel([(lambda p=p: part(*p)) for p in parts])
+        d_hidden = sum(r[0] for r in results)  # (N, H)
         d_hidden *= c[:, None]
         d_hidden -= scale[:, None] * weight[targets]
-        d_weight = exps.T @ (hidden * c[:, None])  # (V, H)
         add_rows(d_weight, targets, hidden * -scale[:, None])
         d_bias = None
         if has_bias:
-            d_bias = c @ exps
+            d_bias = xp.concatenate([r[1] for r in results])
             d_bias -= xp.bincount(targets, weights=scale, minlength=len(d_bias)).astype(d_bias.dtype)
         return d_hidden, d_weight, d_bias, None, None
 
@@ -113,16 +131,14 @@ class LinearSoftmaxCE(Gate):
 def nll_rows(hidden, weight, bias, targets, max_rows=1024):
     """Forward only: -log p(target) for each row, (N,).
 
-    Logits are made ``max_rows`` rows at a time in one reused buffer, so memory
+    Logits are made ``max_rows`` rows at a time in reused buffers, so memory
     stays at one block of logits whatever N is.
     """
-    N, V = hidden.shape[0], weight.shape[0]
+    N = hidden.shape[0]
     nll = empty(N, dtype=hidden.dtype)
-    buffer = take((min(N, max_rows), V), hidden.dtype)
     for lo in range(0, N, max_rows):
         hi = min(lo + max_rows, N)
-        exps = xp.matmul(hidden[lo:hi], weight.T, out=buffer[: hi - lo])
-        sums, picked = _exp_logits(exps, hidden[lo:hi], weight, bias, targets[lo:hi])
+        _, sums, picked = _exp_logits(hidden[lo:hi], weight, bias, targets[lo:hi])
         nll[lo:hi] = xp.log(sums) - picked
     return nll
 
