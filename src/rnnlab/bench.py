@@ -23,9 +23,12 @@ memory       peak RSS of training over 1M- and 10M-token int32 streams,      pea
 ============ =============================================================== =====================
 
 A speed is the median over timed chunks (or steps) after a warm-up. The
-PyTorch model computes the same function from the same weights: its
-``weight_ih_l0`` is the identity (``nn.RNN`` always has one), and the two
-first-chunk losses are reported so a reader can check they agree.
+training sides, the roofline and evaluation are timed in alternating rounds
+(``measure_side_by_side``), so a change in the machine's load during the run
+touches both sides of each ratio. The PyTorch model computes the same
+function from the same weights: its ``weight_ih_l0`` is the identity
+(``nn.RNN`` always has one), and the two first-chunk losses are reported so a
+reader can check they agree.
 
 The command is a measurement: it exits 0 whether or not the targets are met
 (2 on bad arguments). ``--json`` prints one JSON object with every figure.
@@ -66,11 +69,11 @@ class Settings:
     lr: float = 0.1
     warmup: int = 3  # chunks (or steps) run before timing, each side, each round
     chunks: int = 20  # timed training / evaluation chunks per side per round
-    rounds: int = 3  # rounds alternating rnnlab and PyTorch
-    tutorial_steps: int = 5  # timed ReferenceModel.sgd_step calls (20 tokens each)
-    classic_reps: int = 30
-    reference_reps: int = 5
-    roofline_reps: int = 30
+    rounds: int = 5  # rounds alternating the sides (see measure_side_by_side)
+    tutorial_steps: int = 10  # timed ReferenceModel.sgd_step calls (20 tokens each), over all rounds
+    classic_reps: int = 50
+    reference_reps: int = 7
+    roofline_reps: int = 50  # over all rounds
     generate_tokens: int = 2000
     sentence_words: int = 20  # the tutorial's sentences, for the tutorial and classic figures
     memory_tokens: tuple[int, ...] = (1_000_000, 10_000_000)  # () skips the memory figure
@@ -78,8 +81,8 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = replace(FULL, warmup=2, chunks=10, rounds=2, tutorial_steps=2, classic_reps=10,
-                reference_reps=2, roofline_reps=10, generate_tokens=500, memory_tokens=())
+QUICK = replace(FULL, warmup=2, chunks=10, rounds=3, tutorial_steps=3, classic_reps=20,
+                reference_reps=3, roofline_reps=15, generate_tokens=500, memory_tokens=())
 TINY = replace(FULL, vocab=300, hidden=16, batch=4, steps=5, warmup=1, chunks=3, rounds=1,
                tutorial_steps=1, classic_reps=2, reference_reps=1, roofline_reps=2,
                generate_tokens=20, sentence_words=6, memory_tokens=(10_000, 100_000), memory_chunks=2)
@@ -151,18 +154,6 @@ def _import_torch():
 
 
 # -- timing helpers ------------------------------------------------------------------
-
-
-def median_seconds(fn, reps: int, warmup: int = 0) -> float:
-    """Median wall time of ``fn()`` over ``reps`` calls after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def stream_batches(s: Settings, count: int, seed: int = 1234) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -238,75 +229,25 @@ class TorchTrainer:
         return loss.item()
 
 
-def _time_chunks(trainer, batches, warmup: int, timed: int, start: int) -> tuple[list[float], int]:
-    """Run ``warmup`` then ``timed`` chunks of ``batches`` (cycled from ``start``); their times."""
+def _timed(fn, reps: int, warmup: int = 0) -> list[float]:
+    """Wall times of ``reps`` calls of ``fn()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
     times = []
-    for k in range(warmup + timed):
-        inputs, targets = batches[(start + k) % len(batches)]
-        t0 = time.perf_counter()
-        trainer.chunk(inputs, targets)
-        if k >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times, start + warmup + timed
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
-# -- the measurements ------------------------------------------------------------------
+def median_seconds(fn, reps: int, warmup: int = 0) -> float:
+    """Median wall time of ``fn()`` over ``reps`` calls after ``warmup`` untimed calls."""
+    return statistics.median(_timed(fn, reps, warmup))
 
 
-def measure_training(s: Settings, torch, progress) -> tuple[dict, RnnlabTrainer]:
-    """Training tokens/s of rnnlab and PyTorch, alternating in rounds, and the tutorial's.
-
-    Returns the figures and the trained rnnlab trainer (its model serves the
-    evaluation and generation figures).
-    """
-    tokens = s.steps * s.batch
-    batches = stream_batches(s, s.warmup + s.chunks)
-    ours = RnnlabTrainer(s)
-    first = {"rnnlab": None, "torch": None}
-    peer = None
-    if torch is not None:
-        peer = TorchTrainer(torch, s, ours.model.params)
-        first["torch"] = peer.chunk(*batches[0])  # from the same weights and data ...
-    first["rnnlab"] = ours.chunk(*batches[0])  # ... the same loss
-    times = {"rnnlab": [], "torch": []}
-    position = {"rnnlab": 1, "torch": 1}
-    for r in range(s.rounds):
-        progress(f"training, round {r + 1}/{s.rounds}")
-        for name, trainer in (("rnnlab", ours), ("torch", peer)):
-            if trainer is None:
-                continue
-            t, position[name] = _time_chunks(trainer, batches, s.warmup, s.chunks, position[name])
-            times[name] += t
-
-    progress("training, the tutorial's literal sgd_step")
-    gen = np.random.default_rng(7)
-    U = gen.uniform(-np.sqrt(1 / s.vocab), np.sqrt(1 / s.vocab), (s.hidden, s.vocab))
-    W = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.hidden, s.hidden))
-    V = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.vocab, s.hidden))
-    reference = ReferenceModel(U, W, V, bptt_truncate=4)
-    sentences = tutorial_sentences(s, s.tutorial_steps + 1)
-    sentence_iter = iter(sentences)
-    step = median_seconds(lambda: reference.sgd_step(*next(sentence_iter), 0.005), s.tutorial_steps, warmup=1)
-
-    result = {
-        "tokens_per_chunk": tokens,
-        "rnnlab_chunk_ms": 1e3 * statistics.median(times["rnnlab"]),
-        "rnnlab_tokens_per_s": tokens / statistics.median(times["rnnlab"]),
-        "torch_chunk_ms": None, "torch_tokens_per_s": None, "vs_torch": None,
-        "tutorial_step_ms": 1e3 * step,
-        "tutorial_tokens_per_s": s.sentence_words / step,
-        "first_chunk_loss": first,
-    }
-    result["vs_tutorial"] = result["rnnlab_tokens_per_s"] / result["tutorial_tokens_per_s"]
-    if times["torch"]:
-        result["torch_chunk_ms"] = 1e3 * statistics.median(times["torch"])
-        result["torch_tokens_per_s"] = tokens / statistics.median(times["torch"])
-        result["vs_torch"] = result["rnnlab_tokens_per_s"] / result["torch_tokens_per_s"]
-    return result, ours
-
-
-def measure_roofline(s: Settings) -> dict:
-    """The three big products of one chunk alone, float32, into preallocated outputs.
+def roofline_products(s: Settings) -> dict:
+    """The three big products of one chunk, float32, into preallocated outputs.
 
     N = batch x steps rows: logits (N, H) @ (H, V), the decoder's gradient
     (V, N) @ (N, H) and the hidden gradient (N, V) @ (V, H). The logits
@@ -319,21 +260,116 @@ def measure_roofline(s: Settings) -> dict:
     logits = np.empty((N, V), dtype=np.float32)
     d_weight = np.empty((V, H), dtype=np.float32)
     d_hidden = np.empty((N, H), dtype=np.float32)
-    products = {
+    return {
         "logits": lambda: np.matmul(hidden, weight.T, out=logits),
         "decoder_grad": lambda: np.matmul(logits.T, hidden, out=d_weight),
         "hidden_grad": lambda: np.matmul(logits, weight, out=d_hidden),
     }
 
-    def all_three():
+
+class Cycle:
+    """Calls ``step(*item)`` on the items of a list in turn, round and round."""
+
+    def __init__(self, step, items):
+        self.step, self.items, self.k = step, items, 0
+
+    def __call__(self):
+        item = self.items[self.k % len(self.items)]
+        self.k += 1
+        return self.step(*item)
+
+
+# -- the measurements ------------------------------------------------------------------
+
+
+def measure_side_by_side(s: Settings, torch, progress) -> tuple[dict, dict, dict, RnnlabTrainer]:
+    """Training tokens/s of rnnlab, PyTorch and the tutorial, the roofline and evaluation, in rounds.
+
+    Each round times rnnlab's training chunks, PyTorch's, the roofline
+    products, the tutorial's step and rnnlab's evaluation (``evaluate``,
+    forward only, on the same batches, its own hidden state carried) one
+    after the other, so a change in the machine's load during the run touches
+    every side of a ratio. Returns the training, roofline and evaluation
+    figures and the trained rnnlab trainer (its model serves generation).
+    """
+    tokens = s.steps * s.batch
+    batches = stream_batches(s, s.warmup + s.chunks)
+    ours = RnnlabTrainer(s)
+    first = {"rnnlab": None, "torch": None}
+    peer = None
+    if torch is not None:
+        peer = TorchTrainer(torch, s, ours.model.params)
+        first["torch"] = peer.chunk(*batches[0])  # from the same weights and data ...
+    first["rnnlab"] = ours.chunk(*batches[0])  # ... the same loss
+
+    gen = np.random.default_rng(7)
+    U = gen.uniform(-np.sqrt(1 / s.vocab), np.sqrt(1 / s.vocab), (s.hidden, s.vocab))
+    W = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.hidden, s.hidden))
+    V = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.vocab, s.hidden))
+    reference = ReferenceModel(U, W, V, bptt_truncate=4)
+    sentences = [(x, y, 0.005) for x, y in tutorial_sentences(s, 4)]
+    products = roofline_products(s)
+
+    def all_products():
         for product in products.values():
             product()
 
-    seconds = median_seconds(all_three, s.roofline_reps, warmup=3)
-    result = {"rows": N, "chunk_ms": 1e3 * seconds, "tokens_per_s": N / seconds}
-    for name, product in products.items():
-        result[f"{name}_ms"] = 1e3 * median_seconds(product, s.roofline_reps, warmup=1)
-    return result
+    eval_hidden = [ours.model.init_hidden(s.batch)]
+
+    def evaluator(inputs, targets):
+        _, _, eval_hidden[0] = ours.model.evaluate(inputs, targets, hidden=eval_hidden[0])
+
+    sides = {"rnnlab": (Cycle(ours.chunk, batches), s.chunks, s.warmup),
+             "roofline": (all_products, max(1, s.roofline_reps // s.rounds), 1),
+             "tutorial": (Cycle(reference.sgd_step, sentences), -(-s.tutorial_steps // s.rounds), 0),
+             "eval": (Cycle(evaluator, batches), s.chunks, s.warmup)}
+    if peer is not None:
+        sides["torch"] = (Cycle(peer.chunk, batches), s.chunks, s.warmup)
+    times = {name: [] for name in sides}
+    for r in range(s.rounds):
+        progress(f"training side by side, round {r + 1}/{s.rounds}")
+        for name, (fn, reps, warmup) in sides.items():
+            times[name] += _timed(fn, reps, warmup=warmup + (name == "tutorial" and r == 0))
+    median = {name: statistics.median(t) for name, t in times.items()}
+
+    train = {
+        "tokens_per_chunk": tokens,
+        "rnnlab_chunk_ms": 1e3 * median["rnnlab"],
+        "rnnlab_tokens_per_s": tokens / median["rnnlab"],
+        "torch_chunk_ms": None, "torch_tokens_per_s": None, "vs_torch": None,
+        "tutorial_step_ms": 1e3 * median["tutorial"],
+        "tutorial_tokens_per_s": s.sentence_words / median["tutorial"],
+        "first_chunk_loss": first,
+    }
+    train["vs_tutorial"] = train["rnnlab_tokens_per_s"] / train["tutorial_tokens_per_s"]
+    if peer is not None:
+        train["torch_chunk_ms"] = 1e3 * median["torch"]
+        train["torch_tokens_per_s"] = tokens / median["torch"]
+        train["vs_torch"] = train["rnnlab_tokens_per_s"] / train["torch_tokens_per_s"]
+
+    roofline = {"rows": tokens, "chunk_ms": 1e3 * median["roofline"], "tokens_per_s": tokens / median["roofline"],
+                "fraction": train["rnnlab_tokens_per_s"] * median["roofline"] / tokens,
+                **_each_product_ms(products, max(1, s.roofline_reps // s.rounds))}
+    evaluation = {"chunk_ms": 1e3 * median["eval"], "tokens_per_s": tokens / median["eval"],
+                  "vs_training": median["rnnlab"] / median["eval"]}
+    return train, roofline, evaluation, ours
+
+
+def _each_product_ms(products: dict, reps: int) -> dict:
+    return {f"{name}_ms": 1e3 * median_seconds(product, reps, warmup=1) for name, product in products.items()}
+
+
+def measure_roofline(s: Settings) -> dict:
+    """The roofline products alone: all three per chunk, and each."""
+    products = roofline_products(s)
+
+    def all_products():
+        for product in products.values():
+            product()
+
+    seconds = median_seconds(all_products, s.roofline_reps, warmup=1)
+    return {"rows": s.batch * s.steps, "chunk_ms": 1e3 * seconds, "tokens_per_s": s.batch * s.steps / seconds,
+            **_each_product_ms(products, s.roofline_reps)}
 
 
 def measure_classic(s: Settings) -> dict:
@@ -350,22 +386,6 @@ def measure_classic(s: Settings) -> dict:
     literal = median_seconds(lambda: reference.sgd_step(x, y, 0.005), s.reference_reps, warmup=1)
     return {"words": s.sentence_words, "sgd_step_ms": 1e3 * ours, "reference_ms": 1e3 * literal,
             "speedup": literal / ours}
-
-
-def measure_evaluation(s: Settings, model: LanguageModel, train_tokens_per_s: float) -> dict:
-    """``evaluate`` (forward only) on the training batches, hidden carried."""
-    batches = stream_batches(s, s.warmup + s.chunks)
-    state = {"hidden": model.init_hidden(s.batch), "k": 0}
-
-    def one():
-        inputs, targets = batches[state["k"] % len(batches)]
-        state["k"] += 1
-        _, _, state["hidden"] = model.evaluate(inputs, targets, hidden=state["hidden"])
-
-    seconds = median_seconds(one, s.chunks * max(1, s.rounds), warmup=s.warmup)
-    tokens_per_s = s.batch * s.steps / seconds
-    return {"chunk_ms": 1e3 * seconds, "tokens_per_s": tokens_per_s,
-            "vs_training": tokens_per_s / train_tokens_per_s}
 
 
 def sample_token(logp: np.ndarray, gen: np.random.Generator) -> int:
@@ -599,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Exits 0 whatever the figures.")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer repetitions and no memory measurement (about a minute)")
+                        help="fewer repetitions and no memory measurement (about 15 seconds)")
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="BLAS and PyTorch threads (default: BLAS's current setting)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny sizes
@@ -631,15 +651,10 @@ def run(settings: Settings, mode: str, *, threads: int | None = None, use_torch:
             torch.manual_seed(0)
             torch_info = {"version": torch.__version__, "threads": torch.get_num_threads(),
                           "mkl": bool(torch.backends.mkl.is_available())}
-        progress("training throughput")
-        train, trainer = measure_training(settings, torch, progress)
-        progress("roofline")
-        roofline = measure_roofline(settings)
-        roofline["fraction"] = train["rnnlab_tokens_per_s"] / roofline["tokens_per_s"]
+        train, roofline, evaluation, trainer = measure_side_by_side(settings, torch, progress)
         progress("classic sgd_step vs the literal tutorial step")
         classic = measure_classic(settings)
-        progress("evaluation and generation")
-        evaluation = measure_evaluation(settings, trainer.model, train["rnnlab_tokens_per_s"])
+        progress("generation")
         generation = measure_generation(settings, trainer.model)
     machine["loadavg_end"] = _loadavg()
     memory = measure_memory(settings, threads, progress)

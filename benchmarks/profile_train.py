@@ -1,0 +1,162 @@
+"""Where a training step's time goes: per gate, and by cProfile.
+
+Tanh RNN, V=8000, H=100, float32, batch 64 x 20 steps, chunk BPTT with the
+hidden state carried, plain SGD step: ``--chunks`` chunks after a warm-up,
+run three times:
+
+1. plain, for the time per chunk;
+2. with every gate's ``forward`` and ``backward`` (and ``Optimizer.step``,
+   ``LanguageModel.loss_and_grads``) wrapped in a wall-clock timer: the time
+   per chunk of each, whatever threads it uses inside (the engine hands work
+   to worker threads, which cProfile does not see);
+3. under cProfile: the functions with the most time of their own (tottime)
+   and including callees (cumtime). A matrix product written ``a @ b``
+   counts in the function that contains it, and work done in worker threads
+   shows up only as the main thread waiting (``acquire`` of a lock).
+
+Then the three big matrix products of one chunk timed alone (the roofline).
+``--classic`` does the same for the tutorial API's float64
+``classic.Model.sgd_step`` (V=8000, H=100, window 4, 20 words).
+
+    python benchmarks/profile_train.py [--chunks N] [--top K] [--classic]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+from collections import defaultdict
+from contextlib import contextmanager
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # benchmark this checkout
+
+import numpy as np  # noqa: E402
+
+from rnnlab import bench  # noqa: E402
+from rnnlab.classic import Model as ClassicModel  # noqa: E402
+from rnnlab.gates import Gate  # noqa: E402
+from rnnlab.model import LanguageModel  # noqa: E402
+from rnnlab.optim import Optimizer  # noqa: E402
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+@contextmanager
+def wall_timers():
+    """Wrap each gate's forward/backward, ``Optimizer.step`` and ``LanguageModel.loss_and_grads``
+    in a timer; yields {name: [seconds, calls]}. Restores the classes on exit."""
+    totals = defaultdict(lambda: [0.0, 0])
+    targets = [(cls, name) for cls in _subclasses(Gate) for name in ("forward", "backward") if name in vars(cls)]
+    targets += [(Optimizer, "step"), (LanguageModel, "loss_and_grads")]
+    saved = []
+    for cls, name in targets:
+        original = vars(cls)[name]
+
+        def timed(*args, _original=original, _key=f"{cls.__name__}.{name}", **kwargs):
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                entry = totals[_key]
+                entry[0] += time.perf_counter() - start
+                entry[1] += 1
+
+        saved.append((cls, name, original))
+        setattr(cls, name, timed)
+    try:
+        yield totals
+    finally:
+        for cls, name, original in saved:
+            setattr(cls, name, original)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chunks", type=int, default=40, help="profiled chunks")
+    parser.add_argument("--top", type=int, default=15, help="functions listed per ordering")
+    parser.add_argument("--classic", action="store_true", help="profile classic.Model.sgd_step instead")
+    args = parser.parse_args(argv)
+    settings = bench.FULL
+    machine = bench.machine_info()
+    blas = machine["blas"]
+    print(f"machine: {machine['nproc']} cores, {machine['cpu']}; numpy {machine['numpy']}, "
+          f"BLAS {blas['library']} {blas['version']} ({blas['threads']} threads); "
+          + ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in machine["env"].items())
+          + f"; load average {machine['loadavg_start']}")
+    if args.classic:
+        np.random.seed(10)
+        model = ClassicModel(settings.vocab, settings.hidden, bptt_truncate=4)
+        x, y = bench.tutorial_sentences(settings, 1, seed=5)[0]
+        work = [lambda: model.sgd_step(x, y, 0.005)] * args.chunks
+        what = f"classic sgd_step calls, float64, V={settings.vocab}, H={settings.hidden}, {len(x)} words"
+        per = "step"
+        tokens_per_call = len(x)
+    else:
+        trainer = bench.RnnlabTrainer(settings)
+        batches = bench.stream_batches(settings, args.chunks)
+        work = [lambda b=b: trainer.chunk(*b) for b in batches]
+        what = f"chunks of {settings.steps}x{settings.batch}, V={settings.vocab}, H={settings.hidden}, float32"
+        per = "chunk"
+        tokens_per_call = settings.batch * settings.steps
+    for call in work[:3]:  # warm-up
+        call()
+    start = time.perf_counter()
+    for call in work:
+        call()
+    seconds = time.perf_counter() - start
+    print(f"{args.chunks} {what}: {1e3 * seconds / args.chunks:.2f} ms/{per}, "
+          f"{tokens_per_call * args.chunks / seconds:,.0f} tokens/s")
+
+    with wall_timers() as totals:
+        start = time.perf_counter()
+        for call in work:
+            call()
+        timed_seconds = time.perf_counter() - start
+    per_call = 1e3 / args.chunks
+    print(f"\n== wall time per {per} of each gate and step ({1e3 * timed_seconds / args.chunks:.2f} ms/{per} "
+          f"with the timers) ==")
+    print(f"{'ms':>8} {'share':>6} {'calls':>6}  what")
+    gates = 0.0
+    for key, (secs, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
+        if key != "LanguageModel.loss_and_grads" and key != "Optimizer.step":
+            gates += secs
+        print(f"{secs * per_call:8.2f} {secs / timed_seconds:6.1%} {calls // args.chunks:6}  {key}")
+    in_model = totals["LanguageModel.loss_and_grads"][0]
+    rest = timed_seconds - in_model - totals["Optimizer.step"][0]
+    print(f"{(in_model - gates) * per_call:8.2f} {(in_model - gates) / timed_seconds:6.1%} {'':6}  "
+          f"loss_and_grads outside the gates (tape, checks, hidden state)")
+    print(f"{rest * per_call:8.2f} {rest / timed_seconds:6.1%} {'':6}  outside loss_and_grads and the "
+          f"optimiser (with --classic: sgd_step's own updates)")
+
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for call in work:
+        call()
+    profiler.disable()
+    seconds = time.perf_counter() - start
+    print(f"\n== cProfile: {1e3 * seconds / args.chunks:.2f} ms/{per} under the profiler ==")
+    for order in ("tottime", "cumtime"):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(args.top)
+        text = out.getvalue()
+        print(f"-- by {order} --")
+        print(text[text.index("   ncalls"):].rstrip())
+    if not args.classic:
+        roof = bench.measure_roofline(settings)
+        print(f"\nthe three big products alone (roofline), per chunk: logits {roof['logits_ms']:.1f} ms, "
+              f"decoder grad {roof['decoder_grad_ms']:.1f} ms, hidden grad {roof['hidden_grad_ms']:.1f} ms; "
+              f"together {roof['chunk_ms']:.1f} ms = {roof['tokens_per_s']:,.0f} tokens/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

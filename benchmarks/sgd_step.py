@@ -1,0 +1,46 @@
+"""One classic ``sgd_step`` against the tutorial's literal step-by-step implementation.
+
+Issue 2, item 6: ``rnnlab.classic.Model.sgd_step`` (float64, word_dim 8000,
+hidden_dim 100, bptt_truncate 4) on one 20-word sentence, against
+``rnnlab.reference.ReferenceModel.sgd_step`` (one-hot vectors, one gate call
+at a time, the forward pass recomputed inside BPTT) from the same weights.
+Prints the median time of each and their ratio (issue 2 asks >= 100x, issue 4
+>= 200x), with the machine and BLAS settings they were measured under.
+
+    python benchmarks/sgd_step.py [--reps N] [--reference-reps N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # benchmark this checkout
+
+from rnnlab import bench  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=50, help="timed classic steps (median)")
+    parser.add_argument("--reference-reps", type=int, default=5, help="timed literal steps (median)")
+    args = parser.parse_args(argv)
+    settings = replace(bench.FULL, classic_reps=args.reps, reference_reps=args.reference_reps)
+    machine = bench.machine_info()
+    result = bench.measure_classic(settings)
+    blas = machine["blas"]
+    print(f"machine: {machine['nproc']} cores, {machine['cpu']}; numpy {machine['numpy']}, "
+          f"BLAS {blas['library']} {blas['version']} ({blas['threads']} threads); "
+          + ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in machine["env"].items())
+          + f"; load average {machine['loadavg_start']}")
+    print(f"classic.Model.sgd_step, float64, word_dim {settings.vocab}, hidden_dim {settings.hidden}, "
+          f"bptt_truncate 4, {result['words']} words")
+    print(f"  rnnlab classic sgd_step : {result['sgd_step_ms']:9.3f} ms  (median of {args.reps})")
+    print(f"  literal tutorial step   : {result['reference_ms']:9.3f} ms  (median of {args.reference_reps})")
+    print(f"  ratio                   : {result['speedup']:9.1f}x   (issue 2: >= 100x, issue 4: >= 200x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
