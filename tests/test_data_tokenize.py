@@ -16,7 +16,7 @@ from rnnlab.data.tokenize import (
     comment_sentences,
     line_sentence,
 )
-from rnnlab.errors import DataError, RnnlabError
+from rnnlab.errors import RnnlabError
 
 REDDIT = "reddit-comments-2015-08-sample.csv"
 S, E = SENTENCE_START, SENTENCE_END

@@ -27,7 +27,6 @@ once. One sentence is simply ``N = T``.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .backend import xp, zeros
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cells, gates, output
-from .graph import Tape
 from .model import LanguageModel
 
 TOLERANCE = 1e-6
