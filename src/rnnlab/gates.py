@@ -27,7 +27,6 @@ once. One sentence is simply ``N = T``.
 """
 from __future__ import annotations
 
-
 from .backend import xp, zeros
 
 
