@@ -13,3 +13,9 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real corpora not found at {path} (set RNNLAB_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def reddit(data_dir) -> str:
+    """The tutorial's Reddit comments, the sample (a path as a string)."""
+    return str(data_dir / "reddit-comments-2015-08-sample.csv")

@@ -19,11 +19,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::rnnlab.data.readers.TruncatedCo
 
 
 @pytest.fixture(scope="module")
-def reddit(data_dir):
-    return str(data_dir / "reddit-comments-2015-08-sample.csv")
-
-
-@pytest.fixture(scope="module")
 def run_dir(reddit, tmp_path_factory):
     """A small sentence model trained by the command line (vocabulary of 300: UNKNOWN_TOKEN is frequent)."""
     out = tmp_path_factory.mktemp("cli") / "run"

@@ -17,11 +17,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::rnnlab.data.readers.TruncatedCo
 
 
 @pytest.fixture(scope="module")
-def reddit(data_dir):
-    return str(data_dir / "reddit-comments-2015-08-sample.csv")
-
-
-@pytest.fixture(scope="module")
 def shakespeare_slice(data_dir, tmp_path_factory):
     """The first 6,000 characters of Tiny Shakespeare."""
     path = tmp_path_factory.mktemp("chars") / "shakespeare.txt"
