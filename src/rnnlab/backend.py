@@ -36,10 +36,6 @@ def empty(shape, dtype=np.float32):
     return xp.empty(shape, dtype=dtype)
 
 
-def asarray(array, dtype=None):
-    return xp.asarray(array, dtype=dtype)
-
-
 def as_ids(array):
     """Token ids as a compact integer array (int64 indexes fastest in numpy)."""
     ids = xp.asarray(array)
