@@ -76,19 +76,22 @@ def test_planted_bug_in_tanh_backward_is_caught(monkeypatch):
     assert text.splitlines()[-1] == "SOME GRADIENTS DISAGREE"
 
 
-def test_planted_off_by_one_window_is_caught(monkeypatch):
-    """The window reaches one step too far back: only the model's window checks can see it."""
-    original = RNNSequence._window
-
-    def one_too_far(self, *args):
+def with_truncate(method, change):
+    """An RNNSequence backward method that runs with ``truncate`` changed by ``change``."""
+    def planted(self, *args):
         saved = self.truncate
-        self.truncate = None if saved is None else saved + 1
+        self.truncate = change(saved)
         try:
-            return original(self, *args)
+            return method(self, *args)
         finally:
             self.truncate = saved
+    return planted
 
-    monkeypatch.setattr(RNNSequence, "_window", one_too_far)
+
+def test_planted_off_by_one_window_is_caught(monkeypatch):
+    """The window reaches one step too far back: only the model's window checks can see it."""
+    monkeypatch.setattr(RNNSequence, "_window", with_truncate(
+        RNNSequence._window, lambda k: None if k is None else k + 1))
     ok, text = run()
     assert ok is False
     bad = failing_lines(text)
@@ -97,17 +100,7 @@ def test_planted_off_by_one_window_is_caught(monkeypatch):
 
 
 def test_planted_chunk_that_does_not_cut_is_caught(monkeypatch):
-    original = RNNSequence._through_time
-
-    def never_cut(self, *args):
-        saved = self.truncate
-        self.truncate = None
-        try:
-            return original(self, *args)
-        finally:
-            self.truncate = saved
-
-    monkeypatch.setattr(RNNSequence, "_through_time", never_cut)
+    monkeypatch.setattr(RNNSequence, "_through_time", with_truncate(RNNSequence._through_time, lambda k: None))
     ok, text = run()
     assert ok is False
     bad = failing_lines(text)
