@@ -338,8 +338,9 @@ def test_linear_softmax_ce_equals_primitives(N, H, V, bias):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_softmax_ce_equals_primitives_over_several_blocks(bias):
+def test_linear_softmax_ce_equals_primitives_over_several_blocks(monkeypatch, bias):
     """V = 3000 in float64 with N chosen so the block loop runs several blocks and a ragged last one."""
+    monkeypatch.setattr(output, "BLOCK_BYTES", 1 << 20)
     V = 3000
     rows = _block_rows(V, 8)
     N = 4 * rows + rows // 2 + 1
@@ -360,8 +361,9 @@ def test_linear_softmax_ce_small_blocks(monkeypatch, block_bytes):
     assert_close(nll, -log_probs(hidden, weight, bias)[np.arange(23), targets], what="nll_rows")
 
 
-def test_linear_softmax_ce_block_boundaries_float32():
+def test_linear_softmax_ce_block_boundaries_float32(monkeypatch):
     """float32 blocks are twice as many rows; the result still matches float64 to float32 precision."""
+    monkeypatch.setattr(output, "BLOCK_BYTES", 1 << 20)
     gen = np.random.default_rng(11)
     N, H, V = 150, 8, 3000
     assert _block_rows(V, 4) < N
@@ -486,8 +488,9 @@ def test_linear_softmax_ce_backward_twice_does_not_corrupt_later_forwards():
 
 
 @pytest.mark.parametrize("max_rows", [None, 7, 1])
-def test_nll_rows_over_many_row_blocks(max_rows):
-    """nll_rows makes its logits max_rows rows at a time (1024 by default): N well above that."""
+def test_nll_rows_over_many_row_blocks(monkeypatch, max_rows):
+    """nll_rows makes its logits max_rows rows at a time (LOGITS_BYTES by default): N well above that."""
+    monkeypatch.setattr(output, "LOGITS_BYTES", 1000 * 40 * 8)  # 1000 rows by default
     gen = np.random.default_rng(26)
     N, H, V = 2600 if max_rows is None else 60, 5, 40
     hidden, weight, bias = gen.standard_normal((N, H)), gen.standard_normal((V, H)), gen.standard_normal(V)

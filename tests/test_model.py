@@ -490,3 +490,81 @@ def test_untruncated_modes(bptt):
     other = model.loss_and_grads(inputs, targets, mask=mask, hidden=hidden, bptt=bptt)
     assert other.loss == full.loss
     assert_grads_close(other.grads, full.grads, rtol=1e-13)
+
+
+# ---------------------------------------------------------------- fused SGD step
+
+
+def sgd_by_hand(model, lr, inputs, targets, **kw):
+    """loss_and_grads, then params -= lr * grads: what sgd_step must equal."""
+    res = model.loss_and_grads(inputs, targets, **kw)
+    for name, g in res.grads.items():
+        model.params[name] -= lr * g
+    return res.loss, res.hidden
+
+
+@pytest.mark.parametrize("layout,bptt,truncate,masked,reduction", [
+    ("tutorial", "window", 3, False, "sum"),
+    ("tutorial+bias", "window", 2, True, "mean"),
+    ("embed", "chunk", 2, True, "mean"),
+    ("embed+bias-2", "full", None, False, "sum"),
+    ("embed-nobias-2", "chunk", 4, True, "sum"),
+    ("noembed-2", "full", None, True, "mean"),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sgd_step_equals_gradients_then_update(layout, bptt, truncate, masked, reduction, threads):
+    """Three fused steps in a row (repeated input ids, carried hidden) equal the unfused ones."""
+    from rnnlab import backend
+
+    before = backend.get_num_threads()
+    backend.set_num_threads(threads)
+    try:
+        fused = make_model(layout, V=1100, H=6)  # 1100 words: two vocabulary parts with 2 threads
+        plain = make_model(layout, V=1100, H=6)
+        lr = 0.7
+        for step in range(3):
+            inputs, targets, mask, hidden = batch(fused, T=7, B=3, seed=step, masked=masked)
+            inputs[1:3, 0] = inputs[0, 0]  # an encoder row used three times
+            kw = dict(mask=mask, bptt=bptt, truncate=truncate, hidden=hidden, reduction=reduction)
+            loss, final = fused.sgd_step(inputs, targets, lr, **kw)
+            want_loss, want_final = sgd_by_hand(plain, lr, inputs, targets, **kw)
+            assert loss == pytest.approx(want_loss, rel=1e-13)
+            np.testing.assert_allclose(final, want_final, rtol=1e-13, atol=1e-15)
+            assert_grads_close(fused.params, plain.params, rtol=1e-11, atol=1e-14)
+    finally:
+        backend.set_num_threads(before)
+
+
+def test_sgd_step_moves_every_parameter_and_lowers_the_loss():
+    """Not a no-op: every parameter changes, and the loss on the batch falls."""
+    model = make_model("embed+bias-2", V=40, H=6)
+    inputs, targets, _, _ = batch(model, T=8, B=4)
+    start = {k: v.copy() for k, v in model.params.items()}
+    first, _ = model.sgd_step(inputs, targets, 0.5)
+    for name, value in model.params.items():
+        assert not np.array_equal(value, start[name]), name
+    for _ in range(5):
+        loss, _ = model.sgd_step(inputs, targets, 0.5)
+    assert loss < first
+
+
+def test_sgd_step_with_overflowing_logits_equals_the_unfused_step():
+    """Rows whose exponentials overflow are redone with the shift; the fused step follows them."""
+    fused, plain = make_model("tutorial+bias", V=30, H=4), make_model("tutorial+bias", V=30, H=4)
+    for model in (fused, plain):
+        model.params["decoder.weight"][:, 0] = np.linspace(-300, 300, 30)
+        model.params["encoder.weight"][:] = 2.0  # saturated states: logits near +-300
+    inputs, targets, _, _ = batch(fused, T=5, B=2)
+    loss, _ = fused.sgd_step(inputs, targets, 1e-3, bptt="chunk", truncate=2)
+    want, _ = sgd_by_hand(plain, 1e-3, inputs, targets, bptt="chunk", truncate=2)
+    assert np.isfinite(loss) and loss == pytest.approx(want, rel=1e-12)
+    assert_grads_close(fused.params, plain.params, rtol=1e-11, atol=1e-14)
+
+
+def test_sgd_step_of_an_empty_sequence_changes_nothing():
+    model = make_model("embed+bias-2")
+    start = {k: v.copy() for k, v in model.params.items()}
+    empty = np.zeros((0, 2), dtype=np.intp)
+    loss, final = model.sgd_step(empty, empty, 1.0)
+    assert loss == 0.0 and final.shape == (2, 2, model.hidden_size)
+    assert_grads_close(model.params, start, rtol=0, atol=0)

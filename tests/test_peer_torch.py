@@ -184,3 +184,23 @@ def test_export_import_log_probs(layout):
     for t in range(inputs.shape[0]):
         lp, h = imported.step(inputs[t], h)
         assert rel_diff(lp, theirs[t]) < 1e-12
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_fused_sgd_steps_match_torch_optim_sgd(layout):
+    """Three LanguageModel.sgd_step calls (full BPTT, masked) against torch.optim.SGD on the same batches."""
+    model = make_model(layout, V=1100, H=7, seed=3)  # two vocabulary parts when rnnlab has two threads
+    net = to_torch(model)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.3)
+    for step in range(3):
+        inputs, targets, mask, hidden = make_batch(model, 6, 3, seed=10 + step, masked=True)
+        loss, _ = model.sgd_step(inputs, targets, 0.3, mask=mask, hidden=hidden)
+        opt.zero_grad()
+        logits, _ = net(torch.from_numpy(inputs), torch.from_numpy(hidden))
+        theirs = masked_nll_sum(logits, torch.from_numpy(targets), torch.from_numpy(mask)) / mask.sum()
+        theirs.backward()
+        opt.step()
+        assert abs(loss - theirs.item()) <= REL * abs(theirs.item())
+    named = dict(net.named_parameters())
+    for name, value in model.params.items():
+        assert rel_diff(value, named[name]) < REL, name

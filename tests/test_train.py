@@ -10,6 +10,7 @@ import pytest
 from rnnlab.checkpoint import load_checkpoint
 from rnnlab.data.prepare import prepare_corpus
 from rnnlab.errors import CheckpointError, RnnlabError
+from rnnlab.model import LanguageModel
 from rnnlab.train import TrainConfig, epoch_batches, evaluate, load_trained, train
 
 QUIET = dict(progress=False, log=lambda *a: None)
@@ -133,18 +134,18 @@ def test_interrupted_training_leaves_the_checkpoint_intact(reddit, tmp_path, mon
     out = tmp_path / "run"
     train(TrainConfig(corpus=reddit, out=str(out), vocab_size=200, hidden=4, batch_size=32, epochs=1), **QUIET)
     before = snapshot(out)
-    from rnnlab import optim
-
     calls = {"n": 0}
-    real_step = optim.SGD.step
 
-    def step_then_interrupt(self, grads):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        real_step(self, grads)
+    def interrupting(real):  # the fifth training step (fused SGD or gradients) is interrupted
+        def method(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise KeyboardInterrupt
+            return real(self, *args, **kwargs)
+        return method
 
-    monkeypatch.setattr(optim.SGD, "step", step_then_interrupt)
+    for name in ("sgd_step", "loss_and_grads"):
+        monkeypatch.setattr(LanguageModel, name, interrupting(getattr(LanguageModel, name)))
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(out=str(out), epochs=3), resume=True, **QUIET)
     assert snapshot(out) == before
@@ -197,3 +198,29 @@ def test_config_defaults_and_validation():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TrainConfig(corpus="x.txt", layers=2, bptt_mode="chunk").resolved()
+
+
+@pytest.mark.parametrize("batch_size,extra", [(4, {}), (8, {"format": "text", "bptt": 6})])
+def test_plain_sgd_takes_the_fused_step_and_matches_the_unfused_one(reddit, tmp_path, monkeypatch, batch_size,
+                                                                     extra):
+    """SGD without momentum or clipping trains through LanguageModel.sgd_step, to the same weights."""
+    from rnnlab import optim
+
+    base = dict(corpus=reddit, vocab_size=150, hidden=6, batch_size=batch_size, epochs=1, max_steps=6,
+                optimizer="sgd", lr=0.05, clip=0.0, dtype="float64", **extra)
+    calls = {"fused": 0}
+    real = LanguageModel.sgd_step
+
+    def counting(self, *args, **kwargs):
+        calls["fused"] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LanguageModel, "sgd_step", counting)
+    train(TrainConfig(out=str(tmp_path / "fused"), **base), **QUIET)
+    assert calls["fused"] == 6
+    monkeypatch.setattr(optim.SGD, "plain", property(lambda self: False))
+    train(TrainConfig(out=str(tmp_path / "plain"), **base), **QUIET)
+    assert calls["fused"] == 6
+    fused, plain = load_trained(tmp_path / "fused").model, load_trained(tmp_path / "plain").model
+    for name, value in plain.params.items():
+        np.testing.assert_allclose(fused.params[name], value, rtol=1e-10, atol=1e-13, err_msg=name)

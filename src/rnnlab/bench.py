@@ -1,7 +1,9 @@
 """``rnnlab bench``: how fast rnnlab trains, measured side by side with its peers.
 
-Every speed figure comes from one process run, so the ratios compare like with
-like on the machine at hand (the memory figure comes from child processes):
+Every speed figure comes from one run, so the ratios compare like with like on
+the machine at hand. The tutorial's literal step runs in child processes with
+glibc's allocator as it comes, the way the tutorial's script runs (see
+``literal_seconds``), and so does the memory figure:
 
 ============ =============================================================== =====================
 measurement  what is timed                                                   target
@@ -10,7 +12,8 @@ train        tanh RNN, V=8000, H=100, embedding feeding the recurrence,      >= 
              float32, stream mode, batch 64 x 20 steps, chunk BPTT with      >= 300x tutorial
              carried hidden: loss + gradients + plain SGD step, per chunk
              (rnnlab, PyTorch in the same process, the tutorial's literal
-             ``reference.ReferenceModel.sgd_step`` on 20-word sentences)
+             ``reference.ReferenceModel.sgd_step`` on 20-word sentences in
+             a child process)
 roofline     the three (N, H) x (H, V)-sized products of one chunk alone     rnnlab >= 70% of it
              (logits, decoder gradient, hidden gradient), float32,
              preallocated outputs: the speed limit set by the output layer
@@ -51,7 +54,6 @@ import numpy as np
 
 from .classic import Model as ClassicModel
 from .model import LanguageModel
-from .optim import make_optimizer
 from .reference import ReferenceModel
 
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -175,18 +177,19 @@ def tutorial_sentences(s: Settings, count: int, seed: int = 99) -> list[tuple[li
 
 
 class RnnlabTrainer:
-    """rnnlab: ``loss_and_grads`` with chunk BPTT and carried hidden, then an SGD step."""
+    """rnnlab: one plain SGD step per chunk (``LanguageModel.sgd_step``: the loss, its gradients
+    by chunk BPTT with the hidden state carried, and the update), as ``rnnlab train`` takes it
+    for ``--optimizer sgd`` without clipping."""
 
     def __init__(self, s: Settings, seed: int = 0):
         self.model = LanguageModel(s.vocab, s.hidden, embed_size=None, bias=True, dtype="float32", seed=seed)
-        self.optimizer = make_optimizer("sgd", self.model.params, s.lr)
+        self.lr = s.lr
         self.hidden = self.model.init_hidden(s.batch)
         self.steps = s.steps
 
     def chunk(self, inputs, targets) -> float:
-        loss, grads, self.hidden = self.model.loss_and_grads(
-            inputs, targets, bptt="chunk", truncate=self.steps, hidden=self.hidden)
-        self.optimizer.step(grads)
+        loss, self.hidden = self.model.sgd_step(inputs, targets, self.lr, bptt="chunk", truncate=self.steps,
+                                                hidden=self.hidden)
         return loss
 
 
@@ -279,6 +282,71 @@ class Cycle:
         return self.step(*item)
 
 
+# -- the tutorial's step, in its own process -----------------------------------------------
+#
+# The tutorial's code runs as a script of its own, with glibc's allocator as it
+# comes. Importing rnnlab retunes that allocator for the whole process
+# (``backend.tune_allocator``), which happens to spare the literal step most of
+# the page faults of its (V, H)-sized temporaries: about 20% of its time. So the
+# literal step is timed in a child process started with RNNLAB_MALLOC_TUNE=0,
+# the way the tutorial runs; the same step timed in this process is reported
+# beside it ("in-process").
+
+
+def _classic_model(s: Settings) -> ClassicModel:
+    """``classic.Model`` from the tutorial's seed, numpy's global generator left as it was."""
+    saved = np.random.get_state()
+    try:
+        np.random.seed(10)  # the tutorial's seed; classic.Model draws from numpy's global generator
+        return ClassicModel(s.vocab, s.hidden, bptt_truncate=4)
+    finally:
+        np.random.set_state(saved)
+
+
+def _literal_model(s: Settings, kind: str) -> ReferenceModel:
+    """The literal model of a measurement: "classic" from the tutorial's seeded init, "train" seeded 7."""
+    if kind == "classic":
+        model = _classic_model(s)
+        return ReferenceModel(model.U, model.W, model.V, bptt_truncate=4)
+    gen = np.random.default_rng(7)
+    U = gen.uniform(-np.sqrt(1 / s.vocab), np.sqrt(1 / s.vocab), (s.hidden, s.vocab))
+    W = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.hidden, s.hidden))
+    V = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.vocab, s.hidden))
+    return ReferenceModel(U, W, V, bptt_truncate=4)
+
+
+def _literal_sentences(s: Settings, kind: str):
+    if kind == "classic":
+        return [(*tutorial_sentences(s, 1, seed=5)[0], 0.005)]
+    return [(x, y, 0.005) for x, y in tutorial_sentences(s, 4)]
+
+
+def literal_child(settings: dict, kind: str, reps: int, warmup: int) -> list[float]:
+    """Seconds of ``reps`` literal ``sgd_step`` calls after ``warmup``; run by ``literal_seconds``."""
+    s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+    model = _literal_model(s, kind)
+    return _timed(Cycle(model.sgd_step, _literal_sentences(s, kind)), reps, warmup)
+
+
+def _run_child(code: str, args: list, env_extra: dict) -> object:
+    """``python -c code *args`` with this rnnlab importable; the JSON its last line prints."""
+    env = dict(os.environ, **env_extra)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench child failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def literal_seconds(s: Settings, kind: str, reps: int, warmup: int) -> list[float]:
+    """The literal step's times in a child process with glibc's allocator untouched, as the tutorial runs."""
+    code = ("import json, sys; from rnnlab.bench import literal_child; "
+            "print(json.dumps(literal_child(json.loads(sys.argv[1]), sys.argv[2], *map(int, sys.argv[3:]))))")
+    return _run_child(code, [json.dumps(asdict(s)), kind, reps, warmup], {"RNNLAB_MALLOC_TUNE": "0"})
+
+
 # -- the measurements ------------------------------------------------------------------
 
 
@@ -302,12 +370,6 @@ def measure_side_by_side(s: Settings, torch, progress) -> tuple[dict, dict, dict
         first["torch"] = peer.chunk(*batches[0])  # from the same weights and data ...
     first["rnnlab"] = ours.chunk(*batches[0])  # ... the same loss
 
-    gen = np.random.default_rng(7)
-    U = gen.uniform(-np.sqrt(1 / s.vocab), np.sqrt(1 / s.vocab), (s.hidden, s.vocab))
-    W = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.hidden, s.hidden))
-    V = gen.uniform(-np.sqrt(1 / s.hidden), np.sqrt(1 / s.hidden), (s.vocab, s.hidden))
-    reference = ReferenceModel(U, W, V, bptt_truncate=4)
-    sentences = [(x, y, 0.005) for x, y in tutorial_sentences(s, 4)]
     products = roofline_products(s)
 
     def all_products():
@@ -321,15 +383,15 @@ def measure_side_by_side(s: Settings, torch, progress) -> tuple[dict, dict, dict
 
     sides = {"rnnlab": (Cycle(ours.chunk, batches), s.chunks, s.warmup),
              "roofline": (all_products, max(1, s.roofline_reps // s.rounds), 1),
-             "tutorial": (Cycle(reference.sgd_step, sentences), -(-s.tutorial_steps // s.rounds), 0),
              "eval": (Cycle(evaluator, batches), s.chunks, s.warmup)}
     if peer is not None:
         sides["torch"] = (Cycle(peer.chunk, batches), s.chunks, s.warmup)
-    times = {name: [] for name in sides}
+    times = {name: [] for name in (*sides, "tutorial")}
     for r in range(s.rounds):
         progress(f"training side by side, round {r + 1}/{s.rounds}")
         for name, (fn, reps, warmup) in sides.items():
-            times[name] += _timed(fn, reps, warmup=warmup + (name == "tutorial" and r == 0))
+            times[name] += _timed(fn, reps, warmup=warmup)
+        times["tutorial"] += literal_seconds(s, "train", -(-s.tutorial_steps // s.rounds), 1)
     median = {name: statistics.median(t) for name, t in times.items()}
 
     train = {
@@ -373,19 +435,24 @@ def measure_roofline(s: Settings) -> dict:
 
 
 def measure_classic(s: Settings) -> dict:
-    """One float64 classic ``sgd_step`` (window 4) vs the literal tutorial step, same weights."""
-    saved = np.random.get_state()
-    try:
-        np.random.seed(10)  # the tutorial's seed; classic.Model draws from numpy's global generator
-        model = ClassicModel(s.vocab, s.hidden, bptt_truncate=4)
-    finally:
-        np.random.set_state(saved)
+    """One float64 classic ``sgd_step`` (window 4) vs the literal tutorial step, same weights and sentence.
+
+    The literal step is timed in its own process, as the tutorial runs
+    (``literal_seconds``), and in this one ("in-process"); rnnlab's step is
+    timed in this process, before and after the literal one.
+    """
+    model = _classic_model(s)
     reference = ReferenceModel(model.U, model.W, model.V, bptt_truncate=4)
-    x, y = tutorial_sentences(s, 1, seed=5)[0]
-    ours = median_seconds(lambda: model.sgd_step(x, y, 0.005), s.classic_reps, warmup=2)
-    literal = median_seconds(lambda: reference.sgd_step(x, y, 0.005), s.reference_reps, warmup=1)
+    x, y, lr = _literal_sentences(s, "classic")[0]
+    half = max(1, s.classic_reps // 2)
+    ours = _timed(lambda: model.sgd_step(x, y, lr), half, warmup=2)
+    literal = statistics.median(literal_seconds(s, "classic", s.reference_reps, 1))
+    ours += _timed(lambda: model.sgd_step(x, y, lr), half, warmup=2)
+    in_process = median_seconds(lambda: reference.sgd_step(x, y, lr), s.reference_reps, warmup=1)
+    ours = statistics.median(ours)
     return {"words": s.sentence_words, "sgd_step_ms": 1e3 * ours, "reference_ms": 1e3 * literal,
-            "speedup": literal / ours}
+            "speedup": literal / ours, "reference_in_process_ms": 1e3 * in_process,
+            "speedup_in_process": in_process / ours}
 
 
 def sample_token(logp: np.ndarray, gen: np.random.Generator) -> int:
@@ -461,19 +528,10 @@ def memory_child(tokens: int, chunks: int, vocab: int, hidden: int, batch: int, 
 
 
 def _memory_run(s: Settings, tokens: int, threads: int | None) -> dict:
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if threads is not None:
-        env["OPENBLAS_NUM_THREADS"] = str(threads)
     code = ("import json, sys; from rnnlab.bench import memory_child; "
             "print(json.dumps(memory_child(*map(int, sys.argv[1:]))))")
     args = [tokens, s.memory_chunks, s.vocab, s.hidden, s.batch, s.steps]
-    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory child failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _run_child(code, args, {} if threads is None else {"OPENBLAS_NUM_THREADS": str(threads)})
 
 
 def measure_memory(s: Settings, threads: int | None, progress) -> dict | None:
@@ -551,7 +609,7 @@ def render(results: dict) -> str:
         f"{'training, PyTorch':44} {_fmt(train['torch_tokens_per_s'])} tokens/s"
         + (f" ({train['torch_chunk_ms']:.1f} ms/chunk)" if train["torch_chunk_ms"] else ""),
         f"{'training, tutorial literal sgd_step':44} {_fmt(train['tutorial_tokens_per_s'])} tokens/s "
-        f"({train['tutorial_step_ms']:.0f} ms per {s['sentence_words']}-word sentence)",
+        f"({train['tutorial_step_ms']:.0f} ms per {s['sentence_words']}-word sentence, own process)",
         f"{'first-chunk loss, rnnlab / PyTorch':44} {_fmt(train['first_chunk_loss']['rnnlab'])} / "
         f"{_fmt(train['first_chunk_loss']['torch'])}",
     ]
@@ -561,7 +619,8 @@ def render(results: dict) -> str:
                  f"{roof['decoder_grad_ms']:.1f}, hidden grad {roof['hidden_grad_ms']:.1f})")
     classic = results["classic"]
     lines.append(f"{'classic sgd_step (float64) / literal':44} {classic['sgd_step_ms']:.2f} ms / "
-                 f"{classic['reference_ms']:.0f} ms")
+                 f"{classic['reference_ms']:.0f} ms ({classic['reference_in_process_ms']:.0f} ms in-process: "
+                 f"{classic['speedup_in_process']:.0f}x)")
     ev = results["eval"]
     lines.append(f"{'evaluation (forward only)':44} {_fmt(ev['tokens_per_s'])} tokens/s ({ev['chunk_ms']:.1f} ms/chunk)")
     lines.append(f"{'generation, batch 1, sampling':44} {_fmt(results['generate']['tokens_per_s'])} tokens/s")

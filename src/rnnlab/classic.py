@@ -116,19 +116,14 @@ class Model:
     def sgd_step(self, x, y, learning_rate):
         """One SGD step on one sentence: U, V, W -= learning_rate * (dU, dV, dW).
 
-        The same update as the tutorial's, done in place; U's gradient is zero
-        outside the columns of the sentence's words, so only those are touched.
+        The tutorial's update, done in place by the engine's fused SGD step
+        (``LanguageModel.sgd_step``): V steps inside the output layer's
+        backward, and U only at the columns of the sentence's words (its
+        gradient is zero elsewhere).
         """
         assert len(x) == len(y)
-        grads = self.lm.loss_and_grads(np.asarray(x), np.asarray(y), bptt="window",
-                                       truncate=self.bptt_truncate, reduction="sum").grads
-        words = np.unique(np.asarray(x, dtype=np.intp))
-        params = self.lm.params
-        params["encoder.weight"][words] -= learning_rate * grads["encoder.weight"][words]
-        for name in ("decoder.weight", "rnn.weight_hh_l0"):
-            step = grads[name]
-            step *= learning_rate
-            params[name] -= step
+        self.lm.sgd_step(np.asarray(x), np.asarray(y), learning_rate, bptt="window",
+                         truncate=self.bptt_truncate, reduction="sum")
 
     def train(self, X, Y, learning_rate=0.005, nepoch=100, evaluate_loss_after=5):
         """The tutorial's loop: SGD one sentence at a time, in order, for ``nepoch`` epochs.

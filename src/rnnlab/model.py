@@ -28,8 +28,8 @@ import numpy as np
 
 from .backend import as_dtype, as_ids, own_threads, rng, xp, zeros
 from .cells import RNNSequence, check_bptt
-from .gates import BiasAdd, Embedding, MatMul
-from .graph import Tape
+from .gates import BiasAdd, Embedding, MatMul, add_rows
+from .graph import Node, Tape
 from .output import LinearSoftmaxCE, log_probs, nll_rows
 
 CELLS = ("rnn",)
@@ -158,12 +158,56 @@ def loss_and_grads(params, config: ModelConfig, inputs, targets, *, mask=None, b
     arguments.
     """
     with own_threads():
-        return _loss_and_grads(params, config, inputs, targets, mask, bptt, truncate, hidden,
-                               reduction)
+        run = _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction,
+                      LinearSoftmaxCE())
+        if run.steps:
+            run.tape.backward(run.loss)
+        grads = {name: node.grad if node.grad is not None else xp.zeros_like(node.value)
+                 for name, node in run.nodes.items()}
+    return LossAndGrads(float(run.loss.value), grads, run.final)
 
 
-def _loss_and_grads(params, config, inputs, targets, mask, bptt, truncate, hidden,
-                    reduction) -> LossAndGrads:
+def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bptt="full",
+             truncate=None, hidden=None, reduction="mean") -> tuple[float, np.ndarray]:
+    """``loss_and_grads`` then ``params[k] -= lr * grads[k]`` for every k, fused; updates in place.
+
+    Returns (loss, final hidden). The same step as plain SGD on the gradients
+    (checked in the tests), taken without forming the large gradients: the
+    decoder steps inside its backward, a vocabulary part at a time
+    (``LinearSoftmaxCE(sgd_lr=lr)``), and the encoder only at the rows of
+    the batch's input tokens.
+    """
+    with own_threads():
+        run = _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction,
+                      LinearSoftmaxCE(sgd_lr=lr))
+        if run.steps:
+            run.tape.backward(run.loss)
+        for name, node in run.nodes.items():
+            if node.grad is None:  # the decoder (stepped by its gate), or no steps
+                continue
+            if name == "encoder.weight":  # the gathered rows' gradient, one row per input token
+                add_rows(params[name], run.ids, node.grad * -lr)
+            else:
+                params[name] -= lr * node.grad
+    return float(run.loss.value), run.final
+
+
+class _Recorded(NamedTuple):
+    tape: Tape
+    nodes: dict  # parameter name -> Node
+    loss: Node
+    final: np.ndarray  # (num_layers, B, H)
+    ids: np.ndarray  # the input ids (T*B,)
+    steps: int  # T
+
+
+def _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, decoder):
+    """The forward pass on a tape, ending in the ``decoder`` gate (a ``LinearSoftmaxCE``).
+
+    With ``decoder.sgd_lr`` set (``sgd_step``) the encoder's node holds the
+    gathered rows (T*B, E|H) instead of the table, so that its gradient stays
+    one row per input token.
+    """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     check_bptt(bptt, truncate)
@@ -185,7 +229,11 @@ def _loss_and_grads(params, config, inputs, targets, mask, bptt, truncate, hidde
 
     tape = Tape()
     nodes = {name: tape.param(value, name) for name, value in params.items()}
-    x = tape.apply(Embedding(), nodes["encoder.weight"], inputs.reshape(-1))
+    ids = inputs.reshape(-1)
+    if decoder.sgd_lr is None:
+        x = tape.apply(Embedding(), nodes["encoder.weight"], ids)
+    else:
+        x = nodes["encoder.weight"] = tape.param(params["encoder.weight"][ids], "encoder rows")
     finals = []
     for k in range(config.num_layers):
         if f"rnn.weight_ih_l{k}" in nodes:
@@ -195,13 +243,9 @@ def _loss_and_grads(params, config, inputs, targets, mask, bptt, truncate, hidde
         x = tape.apply(RNNSequence(T, bptt, truncate), x, h0[k], nodes[f"rnn.weight_hh_l{k}"],
                        nodes.get(f"rnn.bias_hh_l{k}"))
         finals.append(x.value[(T - 1) * B:].copy() if T else h0[k])
-    loss = tape.apply(LinearSoftmaxCE(), x, nodes["decoder.weight"], nodes.get("decoder.bias"),
+    loss = tape.apply(decoder, x, nodes["decoder.weight"], nodes.get("decoder.bias"),
                       targets.reshape(-1), weights)
-    if T:
-        tape.backward(loss)
-    grads = {name: node.grad if node.grad is not None else xp.zeros_like(node.value)
-             for name, node in nodes.items()}
-    return LossAndGrads(float(loss.value), grads, xp.stack(finals))
+    return _Recorded(tape, nodes, loss, xp.stack(finals), ids, T)
 
 
 def top_states(params, config: ModelConfig, inputs, hidden=None):
@@ -276,6 +320,12 @@ class LanguageModel:
         """See the module-level ``loss_and_grads``."""
         return loss_and_grads(self.params, self.config, inputs, targets, mask=mask, bptt=bptt,
                               truncate=truncate, hidden=hidden, reduction=reduction)
+
+    def sgd_step(self, inputs, targets, lr, *, mask=None, bptt="full", truncate=None, hidden=None,
+                 reduction="mean") -> tuple[float, np.ndarray]:
+        """One plain SGD step in place; see the module-level ``sgd_step``. Returns (loss, final hidden)."""
+        return sgd_step(self.params, self.config, inputs, targets, lr, mask=mask, bptt=bptt,
+                        truncate=truncate, hidden=hidden, reduction=reduction)
 
     def log_probs(self, inputs, *, hidden=None):
         """Forward only: log-probabilities (T, B, V) of the next token and the final hidden."""

@@ -94,6 +94,11 @@ class SGD(Optimizer):
         self.slots = ("momentum_buffer",) if momentum else ()
         super().__init__(params, lr)
 
+    @property
+    def plain(self) -> bool:
+        """No momentum and no weight decay: ``p -= lr * g``, which ``LanguageModel.sgd_step`` fuses."""
+        return not self.momentum and not self.weight_decay
+
     def _update(self, p, g, buf=None):
         d = g + self.weight_decay * p if self.weight_decay else g
         if buf is not None:

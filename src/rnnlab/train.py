@@ -74,7 +74,7 @@ from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, spl
 from .data.vocab import Vocab
 from .errors import CheckpointError, DataError, RnnlabError
 from .model import LanguageModel, ModelConfig
-from .optim import LossHalvingSchedule, clip_grad_norm, make_optimizer
+from .optim import SGD, LossHalvingSchedule, clip_grad_norm, make_optimizer
 from .plot import plot_losses
 
 METRICS_NAME, PLOT_NAME, VOCAB_NAME = "metrics.jsonl", "loss.png", "vocab.json"
@@ -493,6 +493,8 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, pro
 
     stopped = bool(cfg.max_steps) and step >= cfg.max_steps
     last_recorded = step
+    # Plain SGD without clipping steps inside the backward (LanguageModel.sgd_step).
+    fused = isinstance(optimizer, SGD) and optimizer.plain and not cfg.clip
     while epoch < cfg.epochs and not stopped:
         n_batches, batches = epoch_batches(train_data, cfg, epoch)
         if hidden is None and not cfg.sentence_mode:
@@ -503,25 +505,34 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, pro
             for b, (inputs, targets, mask) in enumerate(batches):
                 if b < skip:
                     continue
-                if cfg.sentence_mode:
-                    loss, grads, _ = model.loss_and_grads(inputs, targets, mask=mask, bptt=bptt_mode,
-                                                          truncate=truncate, reduction="sum")
+                if cfg.sentence_mode:  # sum over each sentence, mean over the sentences
                     n_tok, columns = int(mask.sum()), inputs.shape[1]
-                    if columns > 1:  # sum over each sentence, mean over the sentences
-                        for g in grads.values():
-                            g *= 1.0 / columns
+                    kw = dict(mask=mask, bptt=bptt_mode, truncate=truncate, reduction="sum")
+                    if fused:
+                        loss, _ = model.sgd_step(inputs, targets, optimizer.lr / columns, **kw)
+                    else:
+                        loss, grads, _ = model.loss_and_grads(inputs, targets, **kw)
+                        if columns > 1:
+                            for g in grads.values():
+                                g *= 1.0 / columns
                     loss_sum += loss
                 else:
-                    loss, grads, hidden = model.loss_and_grads(inputs, targets, bptt=bptt_mode,
-                                                               truncate=truncate, hidden=hidden)
+                    kw = dict(bptt=bptt_mode, truncate=truncate, hidden=hidden)
+                    if fused:
+                        loss, hidden = model.sgd_step(inputs, targets, optimizer.lr, **kw)
+                    else:
+                        loss, grads, hidden = model.loss_and_grads(inputs, targets, **kw)
                     n_tok = inputs.size
                     loss_sum += loss * n_tok
                 if not math.isfinite(loss):
                     raise RnnlabError(f"the training loss became {loss} at step {step + 1}; lower --lr or set "
                                       f"--clip (the checkpoint in {out} is the last finite one)")
-                if cfg.clip:
-                    clip_grad_norm(grads, cfg.clip)
-                optimizer.step(grads)
+                if fused:
+                    optimizer.steps += 1
+                else:
+                    if cfg.clip:
+                        clip_grad_norm(grads, cfg.clip)
+                    optimizer.step(grads)
                 step, tokens, batch = step + 1, tokens + n_tok, b + 1
                 seen, loss_count = seen + n_tok, loss_count + n_tok
                 if bar is not None:
