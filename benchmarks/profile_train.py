@@ -5,10 +5,12 @@ hidden state carried, plain SGD step: ``--chunks`` chunks after a warm-up,
 run three times:
 
 1. plain, for the time per chunk;
-2. with every gate's ``forward`` and ``backward`` (and ``Optimizer.step``,
-   ``LanguageModel.loss_and_grads``) wrapped in a wall-clock timer: the time
-   per chunk of each, whatever threads it uses inside (the engine hands work
-   to worker threads, which cProfile does not see);
+2. with every gate's ``forward`` and ``backward`` (and
+   ``LanguageModel.sgd_step``, the fused plain SGD step that the bench's
+   trainer and ``rnnlab train --optimizer sgd`` take) wrapped in a
+   wall-clock timer: the time per chunk of each, whatever threads it uses
+   inside (the engine hands work to worker threads, which cProfile does not
+   see); the decoder's SGD step is inside ``LinearSoftmaxCE.backward``;
 3. under cProfile: the functions with the most time of their own (tottime)
    and including callees (cumtime). A matrix product written ``a @ b``
    counts in the function that contains it, and work done in worker threads
@@ -34,13 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # benchmark this checkout
 
-import numpy as np  # noqa: E402
 
 from rnnlab import bench  # noqa: E402
-from rnnlab.classic import Model as ClassicModel  # noqa: E402
 from rnnlab.gates import Gate  # noqa: E402
 from rnnlab.model import LanguageModel  # noqa: E402
-from rnnlab.optim import Optimizer  # noqa: E402
 
 
 def _subclasses(cls):
@@ -51,11 +50,11 @@ def _subclasses(cls):
 
 @contextmanager
 def wall_timers():
-    """Wrap each gate's forward/backward, ``Optimizer.step`` and ``LanguageModel.loss_and_grads``
-    in a timer; yields {name: [seconds, calls]}. Restores the classes on exit."""
+    """Wrap each gate's forward/backward and ``LanguageModel.sgd_step`` in a timer;
+    yields {name: [seconds, calls]}. Restores the classes on exit."""
     totals = defaultdict(lambda: [0.0, 0])
     targets = [(cls, name) for cls in _subclasses(Gate) for name in ("forward", "backward") if name in vars(cls)]
-    targets += [(Optimizer, "step"), (LanguageModel, "loss_and_grads")]
+    targets += [(LanguageModel, "sgd_step")]
     saved = []
     for cls, name in targets:
         original = vars(cls)[name]
@@ -92,8 +91,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in machine["env"].items())
           + f"; load average {machine['loadavg_start']}")
     if args.classic:
-        np.random.seed(10)
-        model = ClassicModel(settings.vocab, settings.hidden, bptt_truncate=4)
+        model = bench._classic_model(settings)
         x, y = bench.tutorial_sentences(settings, 1, seed=5)[0]
         work = [lambda: model.sgd_step(x, y, 0.005)] * args.chunks
         what = f"classic sgd_step calls, float64, V={settings.vocab}, H={settings.hidden}, {len(x)} words"
@@ -126,15 +124,14 @@ def main(argv=None) -> int:
     print(f"{'ms':>8} {'share':>6} {'calls':>6}  what")
     gates = 0.0
     for key, (secs, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
-        if key != "LanguageModel.loss_and_grads" and key != "Optimizer.step":
+        if key != "LanguageModel.sgd_step":
             gates += secs
         print(f"{secs * per_call:8.2f} {secs / timed_seconds:6.1%} {calls // args.chunks:6}  {key}")
-    in_model = totals["LanguageModel.loss_and_grads"][0]
-    rest = timed_seconds - in_model - totals["Optimizer.step"][0]
+    in_model = totals["LanguageModel.sgd_step"][0]
+    rest = timed_seconds - in_model
     print(f"{(in_model - gates) * per_call:8.2f} {(in_model - gates) / timed_seconds:6.1%} {'':6}  "
-          f"loss_and_grads outside the gates (tape, checks, hidden state)")
-    print(f"{rest * per_call:8.2f} {rest / timed_seconds:6.1%} {'':6}  outside loss_and_grads and the "
-          f"optimiser (with --classic: sgd_step's own updates)")
+          f"sgd_step outside the gates (tape, checks, hidden state, the other parameters' steps)")
+    print(f"{rest * per_call:8.2f} {rest / timed_seconds:6.1%} {'':6}  outside sgd_step")
 
     profiler = cProfile.Profile()
     start = time.perf_counter()

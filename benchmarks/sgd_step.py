@@ -9,7 +9,7 @@ tutorial's script runs (``bench.literal_seconds``), and in this process too.
 Prints the median time of each and their ratio (issue 2 asks >= 100x, issue 4
 >= 200x), with the machine and BLAS settings they were measured under.
 
-    python benchmarks/sgd_step.py [--reps N] [--reference-reps N]
+    python benchmarks/sgd_step.py [--reps N] [--reference-reps N] [--rounds N]
 """
 from __future__ import annotations
 
@@ -25,10 +25,15 @@ from rnnlab import bench  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=50, help="timed classic steps (median)")
-    parser.add_argument("--reference-reps", type=int, default=5, help="timed literal steps (median)")
+    parser.add_argument("--reps", type=int, default=bench.FULL.classic_reps,
+                        help="timed classic steps, over all rounds (median)")
+    parser.add_argument("--reference-reps", type=int, default=bench.FULL.reference_reps,
+                        help="timed literal steps, over all rounds (median)")
+    parser.add_argument("--rounds", type=int, default=bench.FULL.rounds,
+                        help="rounds alternating the two sides")
     args = parser.parse_args(argv)
-    settings = replace(bench.FULL, classic_reps=args.reps, reference_reps=args.reference_reps)
+    settings = replace(bench.FULL, classic_reps=args.reps, reference_reps=args.reference_reps,
+                       rounds=args.rounds)
     machine = bench.machine_info()
     result = bench.measure_classic(settings)
     blas = machine["blas"]
@@ -38,7 +43,8 @@ def main(argv=None) -> int:
           + f"; load average {machine['loadavg_start']}")
     print(f"classic.Model.sgd_step, float64, word_dim {settings.vocab}, hidden_dim {settings.hidden}, "
           f"bptt_truncate 4, {result['words']} words")
-    print(f"  rnnlab classic sgd_step : {result['sgd_step_ms']:9.3f} ms  (median of {args.reps})")
+    print(f"  rnnlab classic sgd_step : {result['sgd_step_ms']:9.3f} ms  (median of {args.reps}, "
+          f"in {args.rounds} rounds)")
     print(f"  literal tutorial step   : {result['reference_ms']:9.3f} ms  (median of {args.reference_reps}, "
           f"in its own process with glibc's allocator as it comes, as the tutorial runs)")
     print(f"  ratio                   : {result['speedup']:9.1f}x   (issue 2: >= 100x, issue 4: >= 200x)")

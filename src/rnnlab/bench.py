@@ -73,8 +73,8 @@ class Settings:
     chunks: int = 20  # timed training / evaluation chunks per side per round
     rounds: int = 5  # rounds alternating the sides (see measure_side_by_side)
     tutorial_steps: int = 10  # timed ReferenceModel.sgd_step calls (20 tokens each), over all rounds
-    classic_reps: int = 50
-    reference_reps: int = 7
+    classic_reps: int = 400  # timed classic sgd_step calls, over all rounds
+    reference_reps: int = 10  # timed literal steps, over all rounds
     roofline_reps: int = 50  # over all rounds
     generate_tokens: int = 2000
     sentence_words: int = 20  # the tutorial's sentences, for the tutorial and classic figures
@@ -83,7 +83,7 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = replace(FULL, warmup=2, chunks=10, rounds=3, tutorial_steps=3, classic_reps=20,
+QUICK = replace(FULL, warmup=2, chunks=10, rounds=3, tutorial_steps=3, classic_reps=60,
                 reference_reps=3, roofline_reps=15, generate_tokens=500, memory_tokens=())
 TINY = replace(FULL, vocab=300, hidden=16, batch=4, steps=5, warmup=1, chunks=3, rounds=1,
                tutorial_steps=1, classic_reps=2, reference_reps=1, roofline_reps=2,
@@ -437,19 +437,21 @@ def measure_roofline(s: Settings) -> dict:
 def measure_classic(s: Settings) -> dict:
     """One float64 classic ``sgd_step`` (window 4) vs the literal tutorial step, same weights and sentence.
 
-    The literal step is timed in its own process, as the tutorial runs
-    (``literal_seconds``), and in this one ("in-process"); rnnlab's step is
-    timed in this process, before and after the literal one.
+    In ``s.rounds`` rounds, rnnlab's step is timed in this process and then
+    the literal step in its own process, as the tutorial runs
+    (``literal_seconds``), so that both sides see the machine's changing
+    load; last, the literal step once more in this process ("in-process").
     """
     model = _classic_model(s)
     reference = ReferenceModel(model.U, model.W, model.V, bptt_truncate=4)
     x, y, lr = _literal_sentences(s, "classic")[0]
-    half = max(1, s.classic_reps // 2)
-    ours = _timed(lambda: model.sgd_step(x, y, lr), half, warmup=2)
-    literal = statistics.median(literal_seconds(s, "classic", s.reference_reps, 1))
-    ours += _timed(lambda: model.sgd_step(x, y, lr), half, warmup=2)
-    in_process = median_seconds(lambda: reference.sgd_step(x, y, lr), s.reference_reps, warmup=1)
-    ours = statistics.median(ours)
+    ours, literal = [], []
+    for _ in range(s.rounds):
+        ours += _timed(lambda: model.sgd_step(x, y, lr), -(-s.classic_reps // s.rounds), warmup=2)
+        literal += literal_seconds(s, "classic", -(-s.reference_reps // s.rounds), 1)
+    in_process = median_seconds(lambda: reference.sgd_step(x, y, lr), -(-s.reference_reps // s.rounds),
+                                warmup=1)
+    ours, literal = statistics.median(ours), statistics.median(literal)
     return {"words": s.sentence_words, "sgd_step_ms": 1e3 * ours, "reference_ms": 1e3 * literal,
             "speedup": literal / ours, "reference_in_process_ms": 1e3 * in_process,
             "speedup_in_process": in_process / ours}

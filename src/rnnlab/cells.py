@@ -124,12 +124,13 @@ class RNNSequence(Gate):
 
     def _window(self, slope, d_states, w_hh, h0):
         """The tutorial's truncated paths, summed lag by lag (see the class docstring)."""
-        T = slope.shape[0]
+        T, B, H = slope.shape
         lags = T - 1 if self.truncate is None else min(self.truncate, T - 1)
         g = slope * d_states  # G_0, (T, B, H)
         dpre = g.copy()
         for j in range(1, lags + 1):
-            g = slope[: T - j] * (g[1:] @ w_hh)  # G_j over steps 0 .. T-1-j
+            # G_j over steps 0 .. T-1-j; one 2-D product (a 3-D one would run T - j small ones)
+            g = slope[: T - j] * (g[1:].reshape(-1, H) @ w_hh).reshape(T - j, B, H)
             dpre[: T - j] += g
         # h0 = s_{-1} is reached from the losses at steps t <= K: those are the
         # lags that appear at step 0.

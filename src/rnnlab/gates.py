@@ -27,7 +27,7 @@ once. One sentence is simply ``N = T``.
 """
 from __future__ import annotations
 
-from .backend import xp, zeros
+from .backend import empty, xp, zeros
 
 
 class Gate:
@@ -123,7 +123,10 @@ def add_rows(out, ids, rows):
         return out
     order = xp.argsort(ids, kind="stable")
     sorted_ids = ids[order]
-    starts = xp.flatnonzero(xp.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    first = empty(ids.shape, dtype=bool)  # where a run of equal ids starts
+    first[0] = True
+    xp.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
+    starts = xp.flatnonzero(first)
     out[sorted_ids[starts]] += xp.add.reduceat(rows[order], starts, axis=0)
     return out
 

@@ -15,6 +15,12 @@ gradient, the hidden gradient). Everything else is arranged around them:
   underflows (tanh states, ordinary weights); rows where it does are found
   from their sums and redone with the shift;
 * the backward needs no (N, V) pass of its own (see ``LinearSoftmaxCE``);
+* a bias rides in the products as one more column instead of an (N, V)
+  pass: [hidden | 1] against [W | b] for the logits, exps against [W | 1]
+  for the hidden-side product and the row sums at once, [c hidden | c]
+  against the exps for the decoder's and the bias's gradients;
+* with plain SGD the decoder takes its step inside the backward
+  (``LinearSoftmaxCE(sgd_lr=...)``), so no (V, H) gradient is formed;
 * the (N, V) buffers come from ``backend.take`` and are reused once free.
 """
 from __future__ import annotations
