@@ -36,7 +36,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # benchmark this checkout
 
-
 from rnnlab import bench  # noqa: E402
 from rnnlab.gates import Gate  # noqa: E402
 from rnnlab.model import LanguageModel  # noqa: E402
