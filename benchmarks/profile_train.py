@@ -20,7 +20,7 @@ Then the three big matrix products of one chunk timed alone (the roofline).
 ``--classic`` does the same for the tutorial API's float64
 ``classic.Model.sgd_step`` (V=8000, H=100, window 4, 20 words).
 
-    python benchmarks/profile_train.py [--chunks N] [--top K] [--classic]
+    python benchmarks/profile_train.py [--chunks N] [--top K] [--classic] [--vocab V]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import argparse
 import cProfile
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import replace
 import io
 import pstats
 import sys
@@ -81,8 +82,11 @@ def main(argv=None) -> int:
     parser.add_argument("--chunks", type=int, default=40, help="profiled chunks")
     parser.add_argument("--top", type=int, default=15, help="functions listed per ordering")
     parser.add_argument("--classic", action="store_true", help="profile classic.Model.sgd_step instead")
+    parser.add_argument("--vocab", type=int, default=bench.FULL.vocab,
+                        help="vocabulary size (with --classic and 100 words: the time outside the "
+                             "output layer's products)")
     args = parser.parse_args(argv)
-    settings = bench.FULL
+    settings = replace(bench.FULL, vocab=args.vocab)
     machine = bench.machine_info()
     blas = machine["blas"]
     print(f"machine: {machine['nproc']} cores, {machine['cpu']}; numpy {machine['numpy']}, "
