@@ -16,7 +16,8 @@ run three times:
    counts in the function that contains it, and work done in worker threads
    shows up only as the main thread waiting (``acquire`` of a lock).
 
-Then the three big matrix products of one chunk timed alone (the roofline).
+Then the three big matrix products of one chunk timed alone (the roofline),
+and the softmax's exp and row sums over one thread's half of the logits.
 ``--classic`` does the same for the tutorial API's float64
 ``classic.Model.sgd_step`` (V=8000, H=100, window 4, 20 words).
 
@@ -36,6 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # benchmark this checkout
+
+import numpy as np  # noqa: E402
 
 from rnnlab import bench  # noqa: E402
 from rnnlab.gates import Gate  # noqa: E402
@@ -155,7 +158,21 @@ def main(argv=None) -> int:
         print(f"\nthe three big products alone (roofline), per chunk: logits {roof['logits_ms']:.1f} ms, "
               f"decoder grad {roof['decoder_grad_ms']:.1f} ms, hidden grad {roof['hidden_grad_ms']:.1f} ms; "
               f"together {roof['chunk_ms']:.1f} ms = {roof['tokens_per_s']:,.0f} tokens/s")
+        exp_ms, sum_ms = softmax_elementwise_ms(settings)
+        print(f"the softmax's elementwise work alone on one thread's half of the logits "
+              f"({settings.batch * settings.steps} x {settings.vocab // 2}, float32, one core): "
+              f"exp {exp_ms:.2f} ms, row sums {sum_ms:.2f} ms")
     return 0
+
+
+def softmax_elementwise_ms(settings, reps=20):
+    """Median ms of np.exp and of the row sums over (N, V / 2) float32 logits, on this thread."""
+    gen = np.random.default_rng(0)
+    logits = gen.uniform(-3, 3, (settings.batch * settings.steps, settings.vocab // 2)).astype(np.float32)
+    exps = np.empty_like(logits)
+    exp_ms = 1e3 * bench.median_seconds(lambda: np.exp(logits, out=exps), reps, warmup=2)
+    sum_ms = 1e3 * bench.median_seconds(lambda: exps.sum(axis=1), reps, warmup=2)
+    return exp_ms, sum_ms
 
 
 if __name__ == "__main__":
