@@ -568,3 +568,23 @@ def test_sgd_step_of_an_empty_sequence_changes_nothing():
     loss, final = model.sgd_step(empty, empty, 1.0)
     assert loss == 0.0 and final.shape == (2, 2, model.hidden_size)
     assert_grads_close(model.params, start, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("lr", [-0.1, float("nan"), float("inf"), "0.1", None])
+def test_sgd_step_rejects_a_bad_learning_rate_and_changes_nothing(lr):
+    model = make_model("embed+bias-2")
+    start = {k: v.copy() for k, v in model.params.items()}
+    inputs, targets, _, _ = batch(model)
+    with pytest.raises(ValueError, match="learning rate"):
+        model.sgd_step(inputs, targets, lr)
+    assert_grads_close(model.params, start, rtol=0, atol=0)
+
+
+def test_sgd_step_with_bad_ids_raises_before_touching_the_weights():
+    model = make_model("embed+bias-2")
+    start = {k: v.copy() for k, v in model.params.items()}
+    inputs, targets, _, _ = batch(model)
+    targets[2, 1] = model.vocab_size  # out of range
+    with pytest.raises(ValueError, match="targets must lie in"):
+        model.sgd_step(inputs, targets, 0.1)
+    assert_grads_close(model.params, start, rtol=0, atol=0)

@@ -177,9 +177,11 @@ def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bpt
     (``LinearSoftmaxCE(sgd_lr=lr)``), and the encoder only at the rows of
     the batch's input tokens.
     """
+    if not (isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr) and lr >= 0):
+        raise ValueError(f"learning rate must be a finite number >= 0, not {lr!r}")
     with own_threads():
         run = _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction,
-                      LinearSoftmaxCE(sgd_lr=lr))
+                      LinearSoftmaxCE(sgd_lr=float(lr)))
         if run.steps:
             run.tape.backward(run.loss)
         for name, node in run.nodes.items():
