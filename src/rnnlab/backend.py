@@ -7,9 +7,9 @@ module without touching the gates.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -55,17 +55,14 @@ def rng(seed) -> np.random.Generator:
 # thread meanwhile (threadpoolctl does that; without it, one part runs and the
 # BLAS keeps its own threads).
 _threads = max(1, min(int(os.environ.get("RNNLAB_THREADS", os.cpu_count() or 1)), 8))
-_executor = None
 _blas = "unknown"
 
 
 def set_num_threads(n: int):
     """Threads for rnnlab's own parallel work (the BLAS's count is restored after it)."""
-    global _threads, _executor
+    global _threads
     _threads = max(1, int(n))
-    if _executor is not None:
-        _executor.shutdown()
-        _executor = None
+    _stop_workers()
 
 
 def get_num_threads() -> int:
@@ -123,16 +120,72 @@ def own_threads():
 def run_parallel(tasks):
     """Run the callables ``tasks`` and return their results in order.
 
-    Several tasks run in rnnlab's threads with the BLAS at one thread each
-    (numpy releases the GIL in BLAS calls and ufuncs); a single task runs here.
+    Several tasks run in rnnlab's worker threads with the BLAS at one thread
+    each (numpy releases the GIL in BLAS calls and ufuncs): task i goes to
+    worker i (mod the number of workers), so the same vocabulary part lands
+    on the same thread from one call to the next. A single task, or a call
+    from inside a task, runs here. Concurrent callers take turns. The first
+    exception a task raises is raised here, after every task has finished.
     """
-    global _executor
-    if len(tasks) == 1:
-        return [tasks[0]()]
-    if _executor is None:
-        _executor = ThreadPoolExecutor(_threads, thread_name_prefix="rnnlab")
-    with own_threads():
-        return [future.result() for future in [_executor.submit(task) for task in tasks]]
+    if len(tasks) == 1 or getattr(_in_worker, "flag", False):
+        return [task() for task in tasks]
+    with _run_lock, own_threads():
+        workers = _start_workers()
+        for i, task in enumerate(tasks):
+            workers[i % len(workers)].inbox.put(task)
+        outcomes = [workers[i % len(workers)].outbox.get() for i in range(len(tasks))]
+    for ok, value in outcomes:
+        if not ok:
+            raise value
+    return [value for _, value in outcomes]
+
+
+class _Worker:
+    """A thread running the callables put in ``inbox``; (ok, result or exception) go to ``outbox``."""
+
+    def __init__(self, name):
+        self.inbox, self.outbox = queue.SimpleQueue(), queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        _in_worker.flag = True
+        while (task := self.inbox.get()) is not None:
+            try:
+                self.outbox.put((True, task()))
+            except BaseException as error:  # handed to the caller, which raises it
+                self.outbox.put((False, error))
+
+
+_workers: list = []
+_run_lock = threading.Lock()
+_in_worker = threading.local()
+
+
+def _start_workers() -> list:
+    if not _workers:
+        _workers.extend(_Worker(f"rnnlab-{k}") for k in range(_threads))
+    return _workers
+
+
+def _stop_workers():
+    with _run_lock:
+        for worker in _workers:
+            worker.inbox.put(None)
+        for worker in _workers:
+            worker.thread.join()
+        _workers.clear()
+
+
+def _forget_workers():
+    """In a forked child the workers' threads do not exist: start new ones when needed."""
+    global _run_lock
+    _workers.clear()
+    _run_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
 
 
 # Large temporaries (an (N, V) logits buffer, a (V, H) gradient) are made and

@@ -25,7 +25,7 @@ gradient, the hidden gradient). Everything else is arranged around them:
 """
 from __future__ import annotations
 
-from .backend import empty, parallel_parts, run_parallel, take, xp, zeros
+from .backend import empty, parallel_parts, run_parallel, take, xp
 from .gates import Gate, add_rows
 
 BLOCK_BYTES = 32 << 20  # logits made by one matrix product, per thread: at most 32 MiB
@@ -42,7 +42,7 @@ def _vocab_bounds(vocab_size):
     return [vocab_size * k // parts for k in range(parts + 1)]
 
 
-def _exp_part(hidden, weight, bias, targets, lo, hi, out, product):
+def _exp_part(hidden, weight, bias, lo, hi, out, product):
     """Columns lo:hi of the softmax: ``out`` (N, hi - lo) <- exp(hidden W[lo:hi]^T + b[lo:hi]).
 
     With a bias, ``hidden`` comes with a last column of ones (N, H + 1) and
@@ -50,9 +50,9 @@ def _exp_part(hidden, weight, bias, targets, lo, hi, out, product):
     (an (N, V) pass of its own cost more than a tenth of the product); with
     ``product`` too, that column then turns to ones and the product yields
     the row sums (another (N, V) pass saved).
-    Returns (row sums of out (N,), each row's target logit where the target
-    lies in lo:hi, else 0 (N,), and with ``product`` out @ W[lo:hi] (N, H),
-    the backward's hidden-side product, made while W[lo:hi] is at hand).
+    Returns (row sums of out (N,), and with ``product`` out @ W[lo:hi]
+    (N, H), the backward's hidden-side product, made while W[lo:hi] is at
+    hand). Little Python runs here: the two parts' threads share the GIL.
     """
     N = hidden.shape[0]
     w = weight[lo:hi]
@@ -65,35 +65,32 @@ def _exp_part(hidden, weight, bias, targets, lo, hi, out, product):
     # With both, the product gives the row sums too: out @ [W | 1] = [out @ W | sums].
     sums_from_product = product and bias is not None
     sums = empty(N, dtype=out.dtype)
-    picked = zeros(N, dtype=out.dtype)
     step = _block_rows(hi - lo, out.itemsize)
-    with xp.errstate(over="ignore", under="ignore"):  # found from the sums; errstate is per thread
+    # Over- and underflow are found from the sums, and inf * 0 in a bad row's
+    # product is redone by the caller: none of them may warn (errstate is per thread).
+    with xp.errstate(over="ignore", under="ignore", invalid="ignore"):
         for r in range(0, N, step):
             z = xp.matmul(hidden[r:r + step], w_in.T, out=out[r:r + step])
-            t = targets[r:r + step] - lo
-            inside = xp.flatnonzero((t >= 0) & (t < hi - lo))
-            picked[r + inside] = z[inside, t[inside]]
             xp.exp(z, out=z)
             if not sums_from_product:
                 sums[r:r + step] = z.sum(axis=1)
         if not product:
-            return sums, picked, None
-        # inf * 0 in a bad row's product (redone by the caller) must not warn either
-        with xp.errstate(invalid="ignore"):
-            if not sums_from_product:
-                return sums, picked, out @ w
-            w_in[:, -1] = 1
-            both = out @ w_in  # (N, H + 1)
-            return both[:, -1], picked, both[:, :-1]
+            return sums, None
+        if not sums_from_product:
+            return sums, out @ w
+        w_in[:, -1] = 1
+        both = out @ w_in  # (N, H + 1)
+        return both[:, -1], both[:, :-1]
 
 
 def _exp_logits(hidden, weight, bias, targets, product=False):
     """exp of all logits, by vocabulary parts.
 
-    Returns ([(lo, hi, exps (N, hi - lo))], sums (N,), picked (N,), and
-    with ``product`` exps @ weight (N, H), else None). ``log(sums) -
-    picked`` is -log p(target). Rows whose exponentials over- or underflow
-    are redone with the row maximum subtracted first.
+    Returns ([(lo, hi, exps (N, hi - lo))], sums (N,), picked (N,), the
+    targets' weight rows W[targets] (N, H), and with ``product`` exps @
+    weight (N, H), else None). ``picked`` is each row's target logit, so
+    ``log(sums) - picked`` is -log p(target). Rows whose exponentials over-
+    or underflow are redone with the row maximum subtracted first.
     """
     N = hidden.shape[0]
     bounds = _vocab_bounds(weight.shape[0])
@@ -104,11 +101,14 @@ def _exp_logits(hidden, weight, bias, targets, product=False):
         rows[:, :-1] = hidden
         rows[:, -1] = 1
     results = run_parallel([
-        (lambda lo=lo, hi=hi, out=out: _exp_part(rows, weight, bias, targets, lo, hi, out, product))
+        (lambda lo=lo, hi=hi, out=out: _exp_part(rows, weight, bias, lo, hi, out, product))
         for lo, hi, out in parts])
     sums = sum(r[0] for r in results)
-    picked = sum(r[1] for r in results)
-    products = sum(r[2] for r in results) if product else None
+    products = sum(r[1] for r in results) if product else None
+    target_rows = weight[targets]  # (N, H)
+    picked = xp.einsum("ij,ij->i", hidden, target_rows)
+    if bias is not None:
+        picked += bias[targets]
     info = xp.finfo(hidden.dtype)
     bad = xp.flatnonzero(~(xp.isfinite(sums) & (sums > info.tiny / info.eps)))
     if bad.size:
@@ -123,7 +123,7 @@ def _exp_logits(hidden, weight, bias, targets, product=False):
             out[bad] = z[:, lo:hi]
         if product:
             products[bad] = z @ weight
-    return parts, sums, picked, products
+    return parts, sums, picked, target_rows, products
 
 
 class LinearSoftmaxCE(Gate):
@@ -150,18 +150,18 @@ class LinearSoftmaxCE(Gate):
         self.sgd_lr = sgd_lr
 
     def forward(self, hidden, weight, bias, targets, weights):
-        parts, sums, picked, products = _exp_logits(hidden, weight, bias, targets, product=True)
+        parts, sums, picked, target_rows, products = _exp_logits(hidden, weight, bias, targets, product=True)
         nll = xp.log(sums) - picked
         loss = float((weights * nll).sum(dtype=xp.float64))
-        return loss, (hidden, weight, bias, targets, weights, parts, sums, products)
+        return loss, (hidden, weight, bias, targets, weights, parts, sums, target_rows, products)
 
     def backward(self, saved, dloss):
-        hidden, weight, bias, targets, weights, parts, sums, products = saved
+        hidden, weight, bias, targets, weights, parts, sums, target_rows, products = saved
         lr = self.sgd_lr
         scale = (weights * dloss).astype(hidden.dtype, copy=False)  # (N,)
         c = scale / sums  # (N,)
         d_hidden = products * c[:, None]  # (N, H)
-        d_hidden -= scale[:, None] * weight[targets]
+        d_hidden -= scale[:, None] * target_rows
         if lr is not None:
             self._step(hidden, weight, bias, targets, parts, c * lr, scale * lr)
             return d_hidden, None, None, None, None
@@ -227,7 +227,7 @@ def nll_rows(hidden, weight, bias, targets, max_rows=None):
     nll = empty(N, dtype=hidden.dtype)
     for lo in range(0, N, max_rows):
         hi = min(lo + max_rows, N)
-        _, sums, picked, _ = _exp_logits(hidden[lo:hi], weight, bias, targets[lo:hi])
+        _, sums, picked, _, _ = _exp_logits(hidden[lo:hi], weight, bias, targets[lo:hi])
         nll[lo:hi] = xp.log(sums) - picked
     return nll
 

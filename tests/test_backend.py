@@ -1,0 +1,135 @@
+"""backend: rnnlab's worker threads, the BLAS pin and the buffer pool."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from rnnlab import backend
+
+
+@pytest.fixture
+def threads():
+    """Set rnnlab's thread count for a test; restored after it."""
+    before = backend.get_num_threads()
+    yield backend.set_num_threads
+    backend.set_num_threads(before)
+
+
+def test_results_come_back_in_order_and_task_i_runs_on_worker_i(threads):
+    threads(3)
+    for _ in range(3):  # the same part lands on the same thread from one call to the next
+        names = backend.run_parallel([lambda k=k: (k, threading.current_thread().name) for k in range(5)])
+        assert [k for k, _ in names] == [0, 1, 2, 3, 4]
+        assert [name for _, name in names] == ["rnnlab-0", "rnnlab-1", "rnnlab-2", "rnnlab-0", "rnnlab-1"]
+
+
+def test_a_single_task_runs_in_the_calling_thread(threads):
+    threads(2)
+    assert backend.run_parallel([lambda: threading.current_thread().name]) == [threading.current_thread().name]
+
+
+def test_the_first_exception_is_raised_after_every_task_finished(threads):
+    threads(2)
+    finished = []
+
+    def failing(k):
+        def task():
+            if k in (1, 2):
+                raise ValueError(f"task {k}")
+            finished.append(k)
+            return k
+        return task
+
+    with pytest.raises(ValueError, match="task 1"):
+        backend.run_parallel([failing(k) for k in range(4)])
+    assert sorted(finished) == [0, 3]
+    assert backend.run_parallel([lambda: 7, lambda: 8]) == [7, 8]  # the workers are still in step
+
+
+def test_a_call_from_inside_a_task_runs_inline(threads):
+    threads(2)
+
+    def outer(k):
+        return backend.run_parallel([lambda j=j: (k, j, threading.current_thread().name) for j in range(2)])
+
+    inner = backend.run_parallel([lambda k=k: outer(k) for k in range(2)])
+    assert [[(k, j) for k, j, _ in row] for row in inner] == [[(0, 0), (0, 1)], [(1, 0), (1, 1)]]
+    assert {name for row in inner for _, _, name in row} == {"rnnlab-0", "rnnlab-1"}
+
+
+def test_concurrent_callers_get_their_own_results(threads):
+    threads(2)
+    errors, done = [], []
+
+    def caller(c):
+        try:
+            for r in range(200):
+                got = backend.run_parallel([lambda k=k: (c, r, k) for k in range(3)])
+                assert got == [(c, r, 0), (c, r, 1), (c, r, 2)]
+            done.append(c)
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    callers = [threading.Thread(target=caller, args=(c,)) for c in range(3)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert not errors and sorted(done) == [0, 1, 2]
+
+
+def test_set_num_threads_replaces_the_workers(threads):
+    threads(2)
+    backend.run_parallel([lambda: 0, lambda: 0])
+    old = list(backend._workers)
+    threads(3)
+    names = backend.run_parallel([lambda: threading.current_thread().name for _ in range(3)])
+    assert names == ["rnnlab-0", "rnnlab-1", "rnnlab-2"]
+    assert not any(w.thread.is_alive() for w in old)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers(threads):
+    threads(2)
+    backend.run_parallel([lambda: 0, lambda: 0])  # the parent's workers exist
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its parent's worker threads are gone
+        try:
+            ok = backend.run_parallel([lambda: 1, lambda: 2]) == [1, 2]
+            os.write(write, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 2) == b"ok" and status == 0
+    os.close(read)
+
+
+def test_own_threads_pins_the_blas_and_restores_it(threads):
+    threads(2)
+    if backend.parallel_parts() < 2:
+        pytest.skip("threadpoolctl cannot control this BLAS")
+    blas = backend._blas_controller()
+    before = blas.get_num_threads()
+    with backend.own_threads():
+        assert blas.get_num_threads() == 1
+        with backend.own_threads():  # re-entrant
+            assert blas.get_num_threads() == 1
+        assert blas.get_num_threads() == 1
+    assert blas.get_num_threads() == before
+
+
+def test_take_reuses_a_buffer_only_once_it_is_free():
+    first = backend.take((3, 5), np.float32)
+    second = backend.take((3, 5), np.float32)
+    assert second is not first  # first is still referred to
+    address = first.__array_interface__["data"][0]
+    del first
+    again = backend.take((3, 5), np.float32)
+    assert again.__array_interface__["data"][0] == address
+    view = again[1:]
+    assert backend.take((3, 5), np.float32) is not again  # a view keeps it in use
+    del view
+    assert backend.take((3, 5), np.float64).dtype == np.float64
