@@ -1,6 +1,7 @@
 """backend: rnnlab's worker threads, the BLAS pin and the buffer pool."""
 import os
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -22,6 +23,17 @@ def test_results_come_back_in_order_and_task_i_runs_on_worker_i(threads):
         names = backend.run_parallel([lambda k=k: (k, threading.current_thread().name) for k in range(5)])
         assert [k for k, _ in names] == [0, 1, 2, 3, 4]
         assert [name for _, name in names] == ["rnnlab-0", "rnnlab-1", "rnnlab-2", "rnnlab-0", "rnnlab-1"]
+
+
+def test_the_workers_keep_nothing_of_a_finished_call(threads):
+    """A task's arrays are free once run_parallel returns, so take() can reuse them."""
+    threads(2)
+    buffers = [backend.take((4, 6), np.float32) for _ in range(2)]
+    refs = [weakref.ref(b) for b in buffers]
+    results = backend.run_parallel([lambda b=b: b.sum() for b in buffers])
+    del buffers, results
+    again = backend.take((4, 6), np.float32)
+    assert any(again is r() for r in refs)
 
 
 def test_a_single_task_runs_in_the_calling_thread(threads):

@@ -152,9 +152,12 @@ class _Worker:
         _in_worker.flag = True
         while (task := self.inbox.get()) is not None:
             try:
-                self.outbox.put((True, task()))
+                outcome = (True, task())
             except BaseException as error:  # handed to the caller, which raises it
-                self.outbox.put((False, error))
+                outcome = (False, error)
+            del task  # its arrays (a part's logits) must not outlive the call: see take()
+            self.outbox.put(outcome)
+            del outcome
 
 
 _workers: list = []
