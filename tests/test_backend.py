@@ -1,6 +1,8 @@
 """backend: rnnlab's worker threads, the BLAS pin and the buffer pool."""
 import os
+import signal
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -34,6 +36,26 @@ def test_the_workers_keep_nothing_of_a_finished_call(threads):
     del buffers, results
     again = backend.take((4, 6), np.float32)
     assert any(again is r() for r in refs)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_a_call_interrupted_while_waiting_leaves_no_stale_results(threads):
+    """Ctrl-C in the caller while the tasks run: the next call gets its own results, not theirs."""
+    threads(2)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            backend.run_parallel([lambda k=k: time.sleep(0.3) or f"old {k}" for k in range(2)])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert backend.run_parallel([lambda: "new 0", lambda: "new 1"]) == ["new 0", "new 1"]
+    assert backend.run_parallel([lambda: 2, lambda: 3]) == [2, 3]
 
 
 def test_a_single_task_runs_in_the_calling_thread(threads):

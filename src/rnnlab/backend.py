@@ -129,11 +129,17 @@ def run_parallel(tasks):
     """
     if len(tasks) == 1 or getattr(_in_worker, "flag", False):
         return [task() for task in tasks]
+    call = object()  # tells this call's outcomes from the late ones of an interrupted call
     with _run_lock, own_threads():
         workers = _start_workers()
         for i, task in enumerate(tasks):
-            workers[i % len(workers)].inbox.put(task)
-        outcomes = [workers[i % len(workers)].outbox.get() for i in range(len(tasks))]
+            workers[i % len(workers)].inbox.put((call, task))
+        outcomes = []
+        for i in range(len(tasks)):
+            outbox = workers[i % len(workers)].outbox
+            while (outcome := outbox.get())[0] is not call:
+                pass  # left over from a call that was interrupted (KeyboardInterrupt) while waiting
+            outcomes.append(outcome[1:])
     for ok, value in outcomes:
         if not ok:
             raise value
@@ -141,7 +147,8 @@ def run_parallel(tasks):
 
 
 class _Worker:
-    """A thread running the callables put in ``inbox``; (ok, result or exception) go to ``outbox``."""
+    """A thread running the (call, callable) pairs put in ``inbox``; (call, ok, result or
+    exception) go to ``outbox``."""
 
     def __init__(self, name):
         self.inbox, self.outbox = queue.SimpleQueue(), queue.SimpleQueue()
@@ -150,12 +157,13 @@ class _Worker:
 
     def _loop(self):
         _in_worker.flag = True
-        while (task := self.inbox.get()) is not None:
+        while (item := self.inbox.get()) is not None:
+            call, task = item
             try:
-                outcome = (True, task())
+                outcome = (call, True, task())
             except BaseException as error:  # handed to the caller, which raises it
-                outcome = (False, error)
-            del task  # its arrays (a part's logits) must not outlive the call: see take()
+                outcome = (call, False, error)
+            del item, task  # its arrays (a part's logits) must not outlive the call: see take()
             self.outbox.put(outcome)
             del outcome
 
