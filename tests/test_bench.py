@@ -12,7 +12,7 @@ from rnnlab import bench
 POSITIVE = {
     "train": ["rnnlab_tokens_per_s", "rnnlab_chunk_ms", "tutorial_tokens_per_s", "tutorial_step_ms", "vs_tutorial"],
     "roofline": ["tokens_per_s", "chunk_ms", "logits_ms", "decoder_grad_ms", "hidden_grad_ms", "fraction"],
-    "classic": ["sgd_step_ms", "reference_ms", "speedup"],
+    "classic": ["sgd_step_ms", "reference_ms", "speedup", "reference_in_process_ms", "speedup_in_process"],
     "eval": ["tokens_per_s", "chunk_ms", "vs_training"],
     "generate": ["tokens_per_s", "ms_per_token"],
 }
@@ -30,6 +30,20 @@ def test_every_figure_is_a_positive_number(tiny):
             value = tiny[section][key]
             assert isinstance(value, float) and value > 0, (section, key, value)
     assert tiny["torch"] is None and tiny["train"]["torch_tokens_per_s"] is None
+
+
+def test_the_literal_step_runs_in_a_child_with_the_allocator_untouched():
+    """The tutorial's step is timed in its own process, RNNLAB_MALLOC_TUNE=0, as the tutorial runs."""
+    seen = bench._run_child("import json, os, rnnlab.backend as b; "
+                            "print(json.dumps([os.environ.get('RNNLAB_MALLOC_TUNE'), b.tune_allocator()]))",
+                            [], {"RNNLAB_MALLOC_TUNE": "0"})
+    assert seen == ["0", False]
+    times = bench.literal_seconds(bench.TINY, "classic", 3, 1)
+    assert len(times) == 3 and all(isinstance(t, float) and t > 0 for t in times)
+    # the child's model is the one measured in this process: same seeded weights
+    here = bench._literal_model(bench.TINY, "classic")
+    assert here.U.shape == (bench.TINY.hidden, bench.TINY.vocab)
+    assert (here.U == bench._literal_model(bench.TINY, "classic").U).all()
 
 
 def test_memory_runs_report_peak_above_the_ids(tiny):
