@@ -53,6 +53,13 @@ def _float_at_least(low, below=None):
 positive, natural = _int_at_least(1), _int_at_least(0)
 
 
+def _model_command(commands, name, **kw):
+    """A subcommand that works on a trained model: its parser, with the DIR argument first."""
+    p = commands.add_parser(name, **kw)
+    p.add_argument("dir", metavar="DIR", help="run directory holding a checkpoint")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnlab", description="Recurrent-network language models trained by BPTT, in numpy.")
     from . import __version__
@@ -113,21 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress bar)")
     p.set_defaults(func=cmd_train)
 
-    p = commands.add_parser("eval", help="loss and perplexity of a trained model on a corpus",
-                            description="Mean loss (nats per token) and perplexity of the model in DIR on "
-                                        "CORPUS, encoded with the model's vocabulary (unknown tokens count "
-                                        "as its unknown token).")
-    p.add_argument("dir", metavar="DIR", help="run directory holding a checkpoint")
+    p = _model_command(commands, "eval", help="loss and perplexity of a trained model on a corpus",
+                       description="Mean loss (nats per token) and perplexity of the model in DIR on "
+                                   "CORPUS, encoded with the model's vocabulary (unknown tokens count "
+                                   "as its unknown token).")
     p.add_argument("corpus", metavar="CORPUS", help="corpus file")
     p.add_argument("--format", choices=FORMATS, help="corpus format (default: the format the model was trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object: tokens, loss, perplexity")
     p.set_defaults(func=cmd_eval)
 
-    p = commands.add_parser("generate", help="sample text from a trained model",
-                            description="Sentence models (csv/text) print N sentences, one per line, from "
-                                        "SENTENCE_START to SENTENCE_END, never the unknown token; stream "
-                                        "models (tokens/chars) print N continuations of the prompt.")
-    p.add_argument("dir", metavar="DIR", help="run directory holding a checkpoint")
+    p = _model_command(commands, "generate", help="sample text from a trained model",
+                       description="Sentence models (csv/text) print N sentences, one per line, from "
+                                   "SENTENCE_START to SENTENCE_END, never the unknown token; stream "
+                                   "models (tokens/chars) print N continuations of the prompt.")
     p.add_argument("-n", type=natural, metavar="N",
                    help="number of sentences or continuations (default 10 sentences, 1 continuation)")
     p.add_argument("--temperature", type=_float_at_least(0.0), default=1.0, metavar="T",
@@ -141,12 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=natural, metavar="S", help="random seed: the same seed gives the same text")
     p.set_defaults(func=cmd_generate)
 
-    p = commands.add_parser("score", help="log-probability and perplexity of each line of a file",
-                            description="For each input line print: log-probability (nats), number of "
-                                        "tokens scored, perplexity; tab separated. Each line is scored on "
-                                        "its own (sentence models: with its SENTENCE_END; stream models: "
-                                        "with its line end, after a line end).")
-    p.add_argument("dir", metavar="DIR", help="run directory holding a checkpoint")
+    p = _model_command(commands, "score", help="log-probability and perplexity of each line of a file",
+                       description="For each input line print: log-probability (nats), number of "
+                                   "tokens scored, perplexity; tab separated. Each line is scored on "
+                                   "its own (sentence models: with its SENTENCE_END; stream models: "
+                                   "with its line end, after a line end).")
     p.add_argument("file", nargs="?", default="-", metavar="FILE",
                    help="text file, one item per line; - or nothing reads stdin")
     p.set_defaults(func=cmd_score)
