@@ -91,11 +91,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     settings = replace(bench.FULL, vocab=args.vocab)
     machine = bench.machine_info()
-    blas = machine["blas"]
-    print(f"machine: {machine['nproc']} cores, {machine['cpu']}; numpy {machine['numpy']}, "
-          f"BLAS {blas['library']} {blas['version']} ({blas['threads']} threads); "
-          + ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in machine["env"].items())
-          + f"; load average {machine['loadavg_start']}")
+    print(bench.machine_line(machine))
     if args.classic:
         model = bench._classic_model(settings)
         x, y = bench.tutorial_sentences(settings, 1, seed=5)[0]

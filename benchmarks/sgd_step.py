@@ -36,11 +36,7 @@ def main(argv=None) -> int:
                        rounds=args.rounds)
     machine = bench.machine_info()
     result = bench.measure_classic(settings)
-    blas = machine["blas"]
-    print(f"machine: {machine['nproc']} cores, {machine['cpu']}; numpy {machine['numpy']}, "
-          f"BLAS {blas['library']} {blas['version']} ({blas['threads']} threads); "
-          + ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in machine["env"].items())
-          + f"; load average {machine['loadavg_start']}")
+    print(bench.machine_line(machine))
     print(f"classic.Model.sgd_step, float64, word_dim {settings.vocab}, hidden_dim {settings.hidden}, "
           f"bptt_truncate 4, {result['words']} words")
     print(f"  rnnlab classic sgd_step : {result['sgd_step_ms']:9.3f} ms  (median of {args.reps}, "

@@ -53,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # benchmark this checkout
 
 from rnnlab import LanguageModel  # noqa: E402
-from rnnlab.bench import machine_info  # noqa: E402
+from rnnlab.bench import machine_info, machine_line  # noqa: E402
 from rnnlab.data import batchify, prepare_corpus, split_corpus, stream_chunks  # noqa: E402
 from rnnlab.optim import clip_grad_norm, make_optimizer  # noqa: E402
 
@@ -248,11 +248,7 @@ def main(argv=None) -> int:
 
     machine = machine_info()
     threads = machine["blas"]["threads"] or os.cpu_count()
-    blas = machine["blas"]
-    print(f"machine: {machine['nproc']} cores, {machine['cpu']}; numpy {machine['numpy']}, BLAS "
-          f"{blas['library']} {blas['version']} ({blas['threads']} threads); "
-          + ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in machine["env"].items())
-          + f"; load average {machine['loadavg_start']}")
+    print(machine_line(machine))
     if torch is not None:
         torch.set_num_threads(threads)
         print(f"pytorch {torch.__version__}, {torch.get_num_threads()} threads")

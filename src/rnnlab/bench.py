@@ -139,6 +139,19 @@ def machine_info() -> dict:
             "loadavg_start": _loadavg()}
 
 
+def env_text(env: dict) -> str:
+    """The BLAS environment variables as NAME=value, unset ones marked."""
+    return ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in env.items())
+
+
+def machine_line(machine: dict) -> str:
+    """One line on what a benchmark script measured on (``machine_info``'s dict)."""
+    blas = machine["blas"]
+    return (f"machine: {machine['nproc']} cores, {machine['cpu']}; numpy {machine['numpy']}, "
+            f"BLAS {blas['library']} {blas['version']} ({blas['threads']} threads); "
+            f"{env_text(machine['env'])}; load average {machine['loadavg_start']}")
+
+
 def _loadavg() -> float | None:
     """The 1-minute load average: other work on the machine skews every figure."""
     try:
@@ -270,6 +283,19 @@ def roofline_products(s: Settings) -> dict:
     }
 
 
+def together(products: dict):
+    """One call that runs every product of ``roofline_products`` in turn."""
+    def run():
+        for product in products.values():
+            product()
+    return run
+
+
+def _per_round(total: int, s: Settings) -> int:
+    """Repetitions per round for ``total`` over ``s.rounds`` rounds, rounded up."""
+    return -(-total // s.rounds)
+
+
 class Cycle:
     """Calls ``step(*item)`` on the items of a list in turn, round and round."""
 
@@ -371,18 +397,13 @@ def measure_side_by_side(s: Settings, torch, progress) -> tuple[dict, dict, dict
     first["rnnlab"] = ours.chunk(*batches[0])  # ... the same loss
 
     products = roofline_products(s)
-
-    def all_products():
-        for product in products.values():
-            product()
-
     eval_hidden = [ours.model.init_hidden(s.batch)]
 
     def evaluator(inputs, targets):
         _, _, eval_hidden[0] = ours.model.evaluate(inputs, targets, hidden=eval_hidden[0])
 
     sides = {"rnnlab": (Cycle(ours.chunk, batches), s.chunks, s.warmup),
-             "roofline": (all_products, max(1, s.roofline_reps // s.rounds), 1),
+             "roofline": (together(products), max(1, s.roofline_reps // s.rounds), 1),
              "eval": (Cycle(evaluator, batches), s.chunks, s.warmup)}
     if peer is not None:
         sides["torch"] = (Cycle(peer.chunk, batches), s.chunks, s.warmup)
@@ -391,7 +412,7 @@ def measure_side_by_side(s: Settings, torch, progress) -> tuple[dict, dict, dict
         progress(f"training side by side, round {r + 1}/{s.rounds}")
         for name, (fn, reps, warmup) in sides.items():
             times[name] += _timed(fn, reps, warmup=warmup)
-        times["tutorial"] += literal_seconds(s, "train", -(-s.tutorial_steps // s.rounds), 1)
+        times["tutorial"] += literal_seconds(s, "train", _per_round(s.tutorial_steps, s), 1)
     median = {name: statistics.median(t) for name, t in times.items()}
 
     train = {
@@ -424,12 +445,7 @@ def _each_product_ms(products: dict, reps: int) -> dict:
 def measure_roofline(s: Settings) -> dict:
     """The roofline products alone: all three per chunk, and each."""
     products = roofline_products(s)
-
-    def all_products():
-        for product in products.values():
-            product()
-
-    seconds = median_seconds(all_products, s.roofline_reps, warmup=1)
+    seconds = median_seconds(together(products), s.roofline_reps, warmup=1)
     return {"rows": s.batch * s.steps, "chunk_ms": 1e3 * seconds, "tokens_per_s": s.batch * s.steps / seconds,
             **_each_product_ms(products, s.roofline_reps)}
 
@@ -442,15 +458,13 @@ def measure_classic(s: Settings) -> dict:
     (``literal_seconds``), so that both sides see the machine's changing
     load; last, the literal step once more in this process ("in-process").
     """
-    model = _classic_model(s)
-    reference = ReferenceModel(model.U, model.W, model.V, bptt_truncate=4)
+    model, reference = _classic_model(s), _literal_model(s, "classic")  # the child's model, here
     x, y, lr = _literal_sentences(s, "classic")[0]
     ours, literal = [], []
     for _ in range(s.rounds):
-        ours += _timed(lambda: model.sgd_step(x, y, lr), -(-s.classic_reps // s.rounds), warmup=2)
-        literal += literal_seconds(s, "classic", -(-s.reference_reps // s.rounds), 1)
-    in_process = median_seconds(lambda: reference.sgd_step(x, y, lr), -(-s.reference_reps // s.rounds),
-                                warmup=1)
+        ours += _timed(lambda: model.sgd_step(x, y, lr), _per_round(s.classic_reps, s), warmup=2)
+        literal += literal_seconds(s, "classic", _per_round(s.reference_reps, s), 1)
+    in_process = median_seconds(lambda: reference.sgd_step(x, y, lr), _per_round(s.reference_reps, s), warmup=1)
     ours, literal = statistics.median(ours), statistics.median(literal)
     return {"words": s.sentence_words, "sgd_step_ms": 1e3 * ours, "reference_ms": 1e3 * literal,
             "speedup": literal / ours, "reference_in_process_ms": 1e3 * in_process,
@@ -592,7 +606,7 @@ def _fmt(value, unit="") -> str:
 def render(results: dict) -> str:
     m, s, train = results["machine"], results["settings"], results["train"]
     blas = m["blas"]
-    env = ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in m["env"].items())
+    env = env_text(m["env"])
     torch_info = results["torch"]
     lines = [
         f"rnnlab bench ({results['mode']}): {m['nproc']} cores, {m['cpu']}",
