@@ -158,10 +158,7 @@ def loss_and_grads(params, config: ModelConfig, inputs, targets, *, mask=None, b
     arguments.
     """
     with own_threads():
-        run = _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction,
-                      LinearSoftmaxCE())
-        if run.steps:
-            run.tape.backward(run.loss)
+        run = _run(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, LinearSoftmaxCE())
         grads = {name: node.grad if node.grad is not None else xp.zeros_like(node.value)
                  for name, node in run.nodes.items()}
     return LossAndGrads(float(run.loss.value), grads, run.final)
@@ -180,10 +177,8 @@ def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bpt
     if not (isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr) and lr >= 0):
         raise ValueError(f"learning rate must be a finite number >= 0, not {lr!r}")
     with own_threads():
-        run = _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction,
-                      LinearSoftmaxCE(sgd_lr=float(lr)))
-        if run.steps:
-            run.tape.backward(run.loss)
+        run = _run(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction,
+                   LinearSoftmaxCE(sgd_lr=float(lr)))
         for name, node in run.nodes.items():
             if node.grad is None:  # the decoder (stepped by its gate), or no steps
                 continue
@@ -194,17 +189,15 @@ def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bpt
     return float(run.loss.value), run.final
 
 
-class _Recorded(NamedTuple):
-    tape: Tape
-    nodes: dict  # parameter name -> Node
+class _Run(NamedTuple):
+    nodes: dict  # parameter name -> Node, its .grad filled by the backward
     loss: Node
     final: np.ndarray  # (num_layers, B, H)
     ids: np.ndarray  # the input ids (T*B,)
-    steps: int  # T
 
 
-def _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, decoder):
-    """The forward pass on a tape, ending in the ``decoder`` gate (a ``LinearSoftmaxCE``).
+def _run(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, decoder):
+    """The forward pass on a tape, ending in the ``decoder`` gate (a ``LinearSoftmaxCE``), and the backward.
 
     With ``decoder.sgd_lr`` set (``sgd_step``) the encoder's node holds the
     gathered rows (T*B, E|H) instead of the table, so that its gradient stays
@@ -247,7 +240,9 @@ def _record(params, config, inputs, targets, mask, bptt, truncate, hidden, reduc
         finals.append(x.value[(T - 1) * B:].copy() if T else h0[k])
     loss = tape.apply(decoder, x, nodes["decoder.weight"], nodes.get("decoder.bias"),
                       targets.reshape(-1), weights)
-    return _Recorded(tape, nodes, loss, xp.stack(finals), ids, T)
+    if T:
+        tape.backward(loss)
+    return _Run(nodes, loss, xp.stack(finals), ids)
 
 
 def top_states(params, config: ModelConfig, inputs, hidden=None):
