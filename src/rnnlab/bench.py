@@ -606,16 +606,17 @@ def _fmt(value, unit="") -> str:
 def render(results: dict) -> str:
     m, s, train = results["machine"], results["settings"], results["train"]
     blas = m["blas"]
-    env = env_text(m["env"])
     torch_info = results["torch"]
+    torch_text = ("not importable: its figures are skipped" if torch_info is None
+                  else f"{torch_info['version']}, {torch_info['threads']} threads")
     lines = [
         f"rnnlab bench ({results['mode']}): {m['nproc']} cores, {m['cpu']}",
         f"  numpy {m['numpy']}, BLAS {blas['library']} {blas['version']} "
         f"({blas.get('architecture') or '?'} kernels, {blas['threads']} threads, via {blas['source']})",
-        f"  {env}",
+        f"  {env_text(m['env'])}",
         f"  load average (1 min) before / after the speed figures: {m['loadavg_start']} / "
         f"{m['loadavg_end']} (after includes the bench's own threads)",
-        f"  PyTorch: {'not importable: its figures are skipped' if torch_info is None else torch_info['version'] + ', ' + str(torch_info['threads']) + ' threads'}",
+        f"  PyTorch: {torch_text}",
         f"  model: tanh RNN, V={s['vocab']}, H={s['hidden']}, float32, batch {s['batch']} x {s['steps']} steps "
         f"({train['tokens_per_chunk']} tokens/chunk), chunk BPTT, SGD lr {s['lr']:g}; "
         f"medians over {s['chunks'] * s['rounds']} chunks",
