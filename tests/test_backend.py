@@ -146,13 +146,17 @@ def test_own_threads_pins_the_blas_and_restores_it(threads):
     if backend.parallel_parts() < 2:
         pytest.skip("threadpoolctl cannot control this BLAS")
     blas = backend._blas_controller()
-    before = blas.get_num_threads()
-    with backend.own_threads():
-        assert blas.get_num_threads() == 1
-        with backend.own_threads():  # re-entrant
+    original = blas.get_num_threads()
+    blas.set_num_threads(2)  # not 1, so that a pin left in place shows
+    try:
+        with backend.own_threads():
             assert blas.get_num_threads() == 1
-        assert blas.get_num_threads() == 1
-    assert blas.get_num_threads() == before
+            with backend.own_threads():  # re-entrant
+                assert blas.get_num_threads() == 1
+            assert blas.get_num_threads() == 1
+        assert blas.get_num_threads() == 2
+    finally:
+        blas.set_num_threads(original)
 
 
 def test_take_reuses_a_buffer_only_once_it_is_free():
