@@ -50,8 +50,8 @@ def rng(seed) -> np.random.Generator:
 
 
 # rnnlab's own threads. The output layer splits the vocabulary among them:
-# each thread makes its slice of the logits, exponentiates it while it is in
-# cache, and later makes its slice of the gradients, with the BLAS held at one
+# each thread makes its slice of the logits and exponentiates it, and later
+# makes its slice of the gradients (or the SGD step), with the BLAS held at one
 # thread meanwhile (threadpoolctl does that; without it, one part runs and the
 # BLAS keeps its own threads).
 _threads = max(1, min(int(os.environ.get("RNNLAB_THREADS", os.cpu_count() or 1)), 8))
@@ -99,22 +99,18 @@ def own_threads():
     idle workers keep spinning for a while after each multi-threaded call and
     would compete with rnnlab's threads for the cores. Re-entrant.
     """
-    blas = _blas_controller() if parallel_parts() > 1 else None
-    if blas is None or getattr(_pinned, "depth", 0):
-        _pinned.depth = getattr(_pinned, "depth", 0) + 1
-        try:
-            yield
-        finally:
-            _pinned.depth -= 1
-        return
-    before = blas.get_num_threads()
-    blas.set_num_threads(1)
-    _pinned.depth = 1
+    depth = getattr(_pinned, "depth", 0)
+    blas = _blas_controller() if depth == 0 and parallel_parts() > 1 else None  # the outermost pins
+    before = blas.get_num_threads() if blas is not None else None
+    if blas is not None:
+        blas.set_num_threads(1)
+    _pinned.depth = depth + 1
     try:
         yield
     finally:
-        _pinned.depth = 0
-        blas.set_num_threads(before)
+        _pinned.depth = depth
+        if blas is not None:
+            blas.set_num_threads(before)
 
 
 def run_parallel(tasks):
