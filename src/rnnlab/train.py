@@ -495,6 +495,25 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, pro
     last_recorded = step
     # Plain SGD without clipping steps inside the backward (LanguageModel.sgd_step).
     fused = isinstance(optimizer, SGD) and optimizer.plain and not cfg.clip
+
+    def take_step(inputs, targets, scale, **kw):
+        """One optimiser step on a batch, its gradient times ``scale``: (loss, final hidden)."""
+        if fused:
+            loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, **kw)
+            optimizer.steps += 1
+        else:
+            loss, grads, final = model.loss_and_grads(inputs, targets, **kw)
+        if not math.isfinite(loss):
+            raise RnnlabError(f"the training loss became {loss} at step {step + 1}; lower --lr or set "
+                              f"--clip (the checkpoint in {out} is the last finite one)")
+        if not fused:
+            if scale != 1:
+                for g in grads.values():
+                    g *= scale
+            if cfg.clip:
+                clip_grad_norm(grads, cfg.clip)
+            optimizer.step(grads)
+        return loss, final
     while epoch < cfg.epochs and not stopped:
         n_batches, batches = epoch_batches(train_data, cfg, epoch)
         if hidden is None and not cfg.sentence_mode:
@@ -506,33 +525,15 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, pro
                 if b < skip:
                     continue
                 if cfg.sentence_mode:  # sum over each sentence, mean over the sentences
-                    n_tok, columns = int(mask.sum()), inputs.shape[1]
-                    kw = dict(mask=mask, bptt=bptt_mode, truncate=truncate, reduction="sum")
-                    if fused:
-                        loss, _ = model.sgd_step(inputs, targets, optimizer.lr / columns, **kw)
-                    else:
-                        loss, grads, _ = model.loss_and_grads(inputs, targets, **kw)
-                        if columns > 1:
-                            for g in grads.values():
-                                g *= 1.0 / columns
+                    n_tok = int(mask.sum())
+                    loss, _ = take_step(inputs, targets, 1.0 / inputs.shape[1], mask=mask, bptt=bptt_mode,
+                                        truncate=truncate, reduction="sum")
                     loss_sum += loss
                 else:
-                    kw = dict(bptt=bptt_mode, truncate=truncate, hidden=hidden)
-                    if fused:
-                        loss, hidden = model.sgd_step(inputs, targets, optimizer.lr, **kw)
-                    else:
-                        loss, grads, hidden = model.loss_and_grads(inputs, targets, **kw)
                     n_tok = inputs.size
+                    loss, hidden = take_step(inputs, targets, 1.0, bptt=bptt_mode, truncate=truncate,
+                                             hidden=hidden)
                     loss_sum += loss * n_tok
-                if not math.isfinite(loss):
-                    raise RnnlabError(f"the training loss became {loss} at step {step + 1}; lower --lr or set "
-                                      f"--clip (the checkpoint in {out} is the last finite one)")
-                if fused:
-                    optimizer.steps += 1
-                else:
-                    if cfg.clip:
-                        clip_grad_norm(grads, cfg.clip)
-                    optimizer.step(grads)
                 step, tokens, batch = step + 1, tokens + n_tok, b + 1
                 seen, loss_count = seen + n_tok, loss_count + n_tok
                 if bar is not None:
