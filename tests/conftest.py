@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real corpora live."""
+"""Shared fixtures: where the real corpora live, and rnnlab's thread count."""
 import os
 from pathlib import Path
 
@@ -19,3 +19,13 @@ def data_dir() -> Path:
 def reddit(data_dir) -> str:
     """The tutorial's Reddit comments, the sample (a path as a string)."""
     return str(data_dir / "reddit-comments-2015-08-sample.csv")
+
+
+@pytest.fixture
+def set_threads():
+    """rnnlab's thread count, set for one test by ``set_threads(n)`` and restored after it."""
+    from rnnlab import backend
+
+    before = backend.get_num_threads()
+    yield backend.set_num_threads
+    backend.set_num_threads(before)

@@ -11,25 +11,17 @@ import pytest
 from rnnlab import backend
 
 
-@pytest.fixture
-def threads():
-    """Set rnnlab's thread count for a test; restored after it."""
-    before = backend.get_num_threads()
-    yield backend.set_num_threads
-    backend.set_num_threads(before)
-
-
-def test_results_come_back_in_order_and_task_i_runs_on_worker_i(threads):
-    threads(3)
+def test_results_come_back_in_order_and_task_i_runs_on_worker_i(set_threads):
+    set_threads(3)
     for _ in range(3):  # the same part lands on the same thread from one call to the next
         names = backend.run_parallel([lambda k=k: (k, threading.current_thread().name) for k in range(5)])
         assert [k for k, _ in names] == [0, 1, 2, 3, 4]
         assert [name for _, name in names] == ["rnnlab-0", "rnnlab-1", "rnnlab-2", "rnnlab-0", "rnnlab-1"]
 
 
-def test_the_workers_keep_nothing_of_a_finished_call(threads):
+def test_the_workers_keep_nothing_of_a_finished_call(set_threads):
     """A task's arrays are free once run_parallel returns, so take() can reuse them."""
-    threads(2)
+    set_threads(2)
     buffers = [backend.take((4, 6), np.float32) for _ in range(2)]
     refs = [weakref.ref(b) for b in buffers]
     results = backend.run_parallel([lambda b=b: b.sum() for b in buffers])
@@ -39,9 +31,9 @@ def test_the_workers_keep_nothing_of_a_finished_call(threads):
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
-def test_a_call_interrupted_while_waiting_leaves_no_stale_results(threads):
+def test_a_call_interrupted_while_waiting_leaves_no_stale_results(set_threads):
     """Ctrl-C in the caller while the tasks run: the next call gets its own results, not theirs."""
-    threads(2)
+    set_threads(2)
 
     def interrupt(*_):
         raise KeyboardInterrupt
@@ -58,13 +50,13 @@ def test_a_call_interrupted_while_waiting_leaves_no_stale_results(threads):
     assert backend.run_parallel([lambda: 2, lambda: 3]) == [2, 3]
 
 
-def test_a_single_task_runs_in_the_calling_thread(threads):
-    threads(2)
+def test_a_single_task_runs_in_the_calling_thread(set_threads):
+    set_threads(2)
     assert backend.run_parallel([lambda: threading.current_thread().name]) == [threading.current_thread().name]
 
 
-def test_the_first_exception_is_raised_after_every_task_finished(threads):
-    threads(2)
+def test_the_first_exception_is_raised_after_every_task_finished(set_threads):
+    set_threads(2)
     finished = []
 
     def failing(k):
@@ -81,8 +73,8 @@ def test_the_first_exception_is_raised_after_every_task_finished(threads):
     assert backend.run_parallel([lambda: 7, lambda: 8]) == [7, 8]  # the workers are still in step
 
 
-def test_a_call_from_inside_a_task_runs_inline(threads):
-    threads(2)
+def test_a_call_from_inside_a_task_runs_inline(set_threads):
+    set_threads(2)
 
     def outer(k):
         return backend.run_parallel([lambda j=j: (k, j, threading.current_thread().name) for j in range(2)])
@@ -92,8 +84,8 @@ def test_a_call_from_inside_a_task_runs_inline(threads):
     assert {name for row in inner for _, _, name in row} == {"rnnlab-0", "rnnlab-1"}
 
 
-def test_concurrent_callers_get_their_own_results(threads):
-    threads(2)
+def test_concurrent_callers_get_their_own_results(set_threads):
+    set_threads(2)
     errors, done = [], []
 
     def caller(c):
@@ -113,19 +105,19 @@ def test_concurrent_callers_get_their_own_results(threads):
     assert not errors and sorted(done) == [0, 1, 2]
 
 
-def test_set_num_threads_replaces_the_workers(threads):
-    threads(2)
+def test_set_num_threads_replaces_the_workers(set_threads):
+    set_threads(2)
     backend.run_parallel([lambda: 0, lambda: 0])
     old = list(backend._workers)
-    threads(3)
+    set_threads(3)
     names = backend.run_parallel([lambda: threading.current_thread().name for _ in range(3)])
     assert names == ["rnnlab-0", "rnnlab-1", "rnnlab-2"]
     assert not any(w.thread.is_alive() for w in old)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_starts_its_own_workers(threads):
-    threads(2)
+def test_a_forked_child_starts_its_own_workers(set_threads):
+    set_threads(2)
     backend.run_parallel([lambda: 0, lambda: 0])  # the parent's workers exist
     read, write = os.pipe()
     pid = os.fork()
@@ -141,8 +133,8 @@ def test_a_forked_child_starts_its_own_workers(threads):
     os.close(read)
 
 
-def test_own_threads_pins_the_blas_and_restores_it(threads):
-    threads(2)
+def test_own_threads_pins_the_blas_and_restores_it(set_threads):
+    set_threads(2)
     if backend.parallel_parts() < 2:
         pytest.skip("threadpoolctl cannot control this BLAS")
     blas = backend._blas_controller()

@@ -436,19 +436,13 @@ def test_linear_softmax_ce_does_not_change_its_inputs():
         np.testing.assert_array_equal(a, c)
 
 
-def test_linear_softmax_ce_independent_of_thread_count():
-    from rnnlab import backend
-
+def test_linear_softmax_ce_independent_of_thread_count(set_threads):
     hidden, weight, bias, _, targets, weights = extreme_problem(N=1000, V=300, seed=23)
-    before = backend.get_num_threads()
     results = []
-    try:
-        for n in (1, 3):
-            backend.set_num_threads(n)
-            with np.errstate(over="ignore"):
-                results.append(linear_softmax_fused(hidden, weight, bias, targets, weights))
-    finally:
-        backend.set_num_threads(before)
+    for n in (1, 3):
+        set_threads(n)
+        with np.errstate(over="ignore"):
+            results.append(linear_softmax_fused(hidden, weight, bias, targets, weights))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-14)
     for a, b in zip(results[0][1:], results[1][1:]):
         assert_close(a, b, tol=1e-14)

@@ -512,27 +512,21 @@ def sgd_by_hand(model, lr, inputs, targets, **kw):
     ("noembed-2", "full", None, True, "mean"),
 ])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_sgd_step_equals_gradients_then_update(layout, bptt, truncate, masked, reduction, threads):
+def test_sgd_step_equals_gradients_then_update(set_threads, layout, bptt, truncate, masked, reduction, threads):
     """Three fused steps in a row (repeated input ids, carried hidden) equal the unfused ones."""
-    from rnnlab import backend
-
-    before = backend.get_num_threads()
-    backend.set_num_threads(threads)
-    try:
-        fused = make_model(layout, V=1100, H=6)  # 1100 words: two vocabulary parts with 2 threads
-        plain = make_model(layout, V=1100, H=6)
-        lr = 0.7
-        for step in range(3):
-            inputs, targets, mask, hidden = batch(fused, T=7, B=3, seed=step, masked=masked)
-            inputs[1:3, 0] = inputs[0, 0]  # an encoder row used three times
-            kw = dict(mask=mask, bptt=bptt, truncate=truncate, hidden=hidden, reduction=reduction)
-            loss, final = fused.sgd_step(inputs, targets, lr, **kw)
-            want_loss, want_final = sgd_by_hand(plain, lr, inputs, targets, **kw)
-            assert loss == pytest.approx(want_loss, rel=1e-13)
-            np.testing.assert_allclose(final, want_final, rtol=1e-13, atol=1e-15)
-            assert_grads_close(fused.params, plain.params, rtol=1e-11, atol=1e-14)
-    finally:
-        backend.set_num_threads(before)
+    set_threads(threads)
+    fused = make_model(layout, V=1100, H=6)  # 1100 words: two vocabulary parts with 2 threads
+    plain = make_model(layout, V=1100, H=6)
+    lr = 0.7
+    for step in range(3):
+        inputs, targets, mask, hidden = batch(fused, T=7, B=3, seed=step, masked=masked)
+        inputs[1:3, 0] = inputs[0, 0]  # an encoder row used three times
+        kw = dict(mask=mask, bptt=bptt, truncate=truncate, hidden=hidden, reduction=reduction)
+        loss, final = fused.sgd_step(inputs, targets, lr, **kw)
+        want_loss, want_final = sgd_by_hand(plain, lr, inputs, targets, **kw)
+        assert loss == pytest.approx(want_loss, rel=1e-13)
+        np.testing.assert_allclose(final, want_final, rtol=1e-13, atol=1e-15)
+        assert_grads_close(fused.params, plain.params, rtol=1e-11, atol=1e-14)
 
 
 def test_sgd_step_moves_every_parameter_and_lowers_the_loss():
