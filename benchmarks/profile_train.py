@@ -19,7 +19,8 @@ run three times:
 Then the three big matrix products of one chunk timed alone (the roofline),
 and the softmax's exp and row sums over one thread's half of the logits.
 ``--classic`` does the same for the tutorial API's float64
-``classic.Model.sgd_step`` (V=8000, H=100, window 4, 20 words).
+``classic.Model.sgd_step`` (V=8000, H=100, window 4, 20 words), and then
+times its three products on one thread's half of the vocabulary alone.
 
     python benchmarks/profile_train.py [--chunks N] [--top K] [--classic] [--vocab V]
 """
@@ -158,7 +159,28 @@ def main(argv=None) -> int:
         print(f"the softmax's elementwise work alone on one thread's half of the logits "
               f"({settings.batch * settings.steps} x {settings.vocab // 2}, float32, one core): "
               f"exp {exp_ms:.2f} ms, row sums {sum_ms:.2f} ms")
+    else:
+        half = classic_half_products_ms(settings, len(x))
+        print(f"\nthe three float64 products of one thread's half of the vocabulary alone "
+              f"({len(x)} x {settings.hidden} against {settings.vocab // 2} x {settings.hidden}, one core): "
+              + ", ".join(f"{name} {ms:.3f} ms" for name, ms in half.items())
+              + f"; together {sum(half.values()):.3f} ms")
     return 0
+
+
+def classic_half_products_ms(settings, words, reps=200):
+    """Median ms of the classic step's three products on half the vocabulary, BLAS at one thread."""
+    from threadpoolctl import threadpool_limits
+
+    gen = np.random.default_rng(0)
+    states = np.tanh(gen.standard_normal((words, settings.hidden)))
+    weight = gen.uniform(-0.1, 0.1, (settings.vocab // 2, settings.hidden))
+    exps = np.empty((words, settings.vocab // 2))
+    products = {"logits": lambda: np.matmul(states, weight.T, out=exps),
+                "hidden grad": lambda: exps @ weight,
+                "decoder update": lambda: exps.T @ states}
+    with threadpool_limits(1):
+        return {name: 1e3 * bench.median_seconds(fn, reps, warmup=5) for name, fn in products.items()}
 
 
 def softmax_elementwise_ms(settings, reps=20):
