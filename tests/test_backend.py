@@ -105,6 +105,90 @@ def test_concurrent_callers_get_their_own_results(set_threads):
     assert not errors and sorted(done) == [0, 1, 2]
 
 
+def phased_tasks(n, log):
+    """n two-phase tasks: phase one returns 10 k; meet sums them (and logs its thread); phase two adds k."""
+    first = [lambda k=k: (log.append(("first", k, threading.current_thread().name)), 10 * k)[1]
+             for k in range(n)]
+
+    def meet(done):
+        log.append(("meet", tuple(done), threading.current_thread().name))
+        return sum(done)
+
+    second = [lambda total, k=k: (log.append(("second", k, threading.current_thread().name)), total + k)[1]
+              for k in range(n)]
+    return first, meet, second
+
+
+@pytest.mark.parametrize("threads,n", [(2, 2), (3, 3), (3, 2), (1, 2), (2, 3), (2, 1)])
+def test_run_phased_meets_once_between_the_phases(set_threads, threads, n):
+    """Every first phase is done before meet, meet runs once, every second phase sees its result;
+    each task's two phases run on one worker (or all here when they cannot all run at once)."""
+    set_threads(threads)
+    log = []
+    done, met, after = backend.run_phased(*phased_tasks(n, log))
+    total = sum(10 * k for k in range(n))
+    assert done == [10 * k for k in range(n)] and met == total
+    assert after == [total + k for k in range(n)]
+    kinds = [entry[0] for entry in log]
+    assert kinds.count("meet") == 1
+    meet_at = kinds.index("meet")
+    assert sorted(kinds[:meet_at]) == ["first"] * n and kinds[meet_at + 1:] == ["second"] * n
+    assert log[meet_at][1] == tuple(done)
+    threads_of = {(kind, k): name for kind, k, name in log if kind != "meet"}
+    here = threading.current_thread().name
+    if 1 < n <= threads:
+        for k in range(n):
+            assert threads_of[("first", k)] == threads_of[("second", k)] == f"rnnlab-{k}"
+        assert log[meet_at][2].startswith("rnnlab-")  # the last worker to arrive, not the caller
+    else:
+        assert set(threads_of.values()) == {here}
+
+
+@pytest.mark.parametrize("where", ["first", "meet", "second"])
+def test_run_phased_raises_a_failure_of_any_phase_and_the_workers_stay_usable(set_threads, where):
+    """A failing phase does not leave a partner waiting at the barrier: its error comes back."""
+    set_threads(2)
+    ran_second = []
+
+    def first(k):
+        def task():
+            if where == "first" and k == 1:
+                time.sleep(0.05)  # the partner is already waiting at the barrier
+                raise ValueError("first 1")
+            return k
+        return task
+
+    def meet(done):
+        if where == "meet":
+            raise ValueError("meet")
+        return done
+
+    def second(k):
+        def task(met):
+            if where == "second" and k == 0:
+                raise ValueError("second 0")
+            ran_second.append(k)
+        return task
+
+    with pytest.raises(ValueError, match=f"{where}"):
+        backend.run_phased([first(0), first(1)], meet, [second(0), second(1)])
+    assert ran_second == ([1] if where == "second" else [])
+    assert backend.run_parallel([lambda: 7, lambda: 8]) == [7, 8]
+    assert backend.run_phased([lambda: 1, lambda: 2], sum, [lambda m: m, lambda m: -m]) == ([1, 2], 3, [3, -3])
+
+
+def test_run_phased_from_inside_a_task_runs_inline(set_threads):
+    set_threads(2)
+
+    def outer(k):
+        return backend.run_phased([lambda: k, lambda: 2 * k], sum, [lambda m: m, lambda m: m + 1])
+
+    assert backend.run_parallel([lambda k=k: outer(k) for k in range(2)]) == [
+        ([0, 0], 0, [0, 1]), ([1, 2], 3, [3, 4])]
+    with pytest.raises(ValueError, match="one second phase per first phase"):
+        backend.run_phased([lambda: 0, lambda: 1], sum, [lambda m: m])
+
+
 def test_set_num_threads_replaces_the_workers(set_threads):
     set_threads(2)
     backend.run_parallel([lambda: 0, lambda: 0])

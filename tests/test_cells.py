@@ -348,6 +348,24 @@ def test_linear_softmax_ce_equals_primitives_over_several_blocks(monkeypatch, bi
     check_linear_softmax(N, 16, V, bias, seed=31 + bias)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("N,block_bytes", [(12, 17 * 17 * 8), (1, 8), (output.SMALL_N, 3000 * 17 * 8)])
+def test_linear_softmax_ce_few_rows_over_weight_blocks(monkeypatch, bias, N, block_bytes):
+    """A batch of few rows walks W in blocks (several and a ragged last one, one row each, or one
+    block); the loss and gradients still equal the primitives'."""
+    monkeypatch.setattr(output, "WEIGHT_BLOCK_BYTES", block_bytes)
+    calls = []
+    few_rows = output._exp_part_few_rows
+    monkeypatch.setattr(output, "_exp_part_few_rows", lambda *a: calls.append(a[3:5]) or few_rows(*a))
+    check_linear_softmax(N, 16, 3000, bias, seed=N + bias)
+    assert calls  # the few-rows path ran
+
+
+def test_linear_softmax_ce_more_rows_than_few_keeps_the_row_blocks(monkeypatch):
+    monkeypatch.setattr(output, "_exp_part_few_rows", lambda *a: pytest.fail("few-rows path for N > SMALL_N"))
+    check_linear_softmax(output.SMALL_N + 1, 4, 50, True, seed=5)
+
+
 @pytest.mark.parametrize("block_bytes", [8, 7 * 8 * 3, 7 * 8 * 5 - 1])
 def test_linear_softmax_ce_small_blocks(monkeypatch, block_bytes):
     """The block size itself is arbitrary: one row per block, 3 rows, 4 rows all agree."""

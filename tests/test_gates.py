@@ -110,6 +110,22 @@ def test_scatter_rows_equals_add_at(case):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_add_rows_with_distinct_ids_and_with_a_repeat(dtype):
+    """Distinct ids (one fancy-index add) and the same ids with one repeated (summed first)
+    both equal np.add.at, in place and in the array's dtype."""
+    gen = np.random.default_rng(3)
+    start = gen.standard_normal((9, 4)).astype(dtype)
+    rows = gen.standard_normal((5, 4)).astype(dtype)
+    for ids in (np.array([7, 0, 3, 8, 2]), np.array([7, 0, 3, 7, 2])):
+        out = start.copy()
+        expected = start.copy()
+        np.add.at(expected, ids, rows)
+        assert gates.add_rows(out, ids, rows) is out
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, expected, rtol=1e-6 if dtype == np.float32 else 1e-15)
+
+
 def test_scatter_rows_repeats_and_empty():
     rows = np.ones((5, 2))
     np.testing.assert_array_equal(gates.scatter_rows(np.array([3, 3, 3, 3, 3]), rows, 4),

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rnnlab import LanguageModel, ModelConfig, loss_and_grads
+from rnnlab import LanguageModel, ModelConfig, loss_and_grads, output
 from rnnlab.gradcheck import ModelCase, check_model, model_cases
 
 MODEL_TOL = 1e-6
@@ -529,6 +529,33 @@ def test_sgd_step_equals_gradients_then_update(set_threads, layout, bptt, trunca
         assert_grads_close(fused.params, plain.params, rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.parametrize("layout", ["tutorial", "tutorial+bias"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sgd_step_over_weight_blocks_equals_gradients_then_update(monkeypatch, set_threads, layout, threads):
+    """A batch of few rows walks the decoder in blocks of 7 rows (a ragged last one) in both
+    phases of the fused step; it still equals the unfused step."""
+    monkeypatch.setattr(output, "WEIGHT_BLOCK_BYTES", 7 * 7 * 8)
+    set_threads(threads)
+    fused, plain = make_model(layout, V=1100, H=6), make_model(layout, V=1100, H=6)
+    for step in range(2):
+        inputs, targets, _, hidden = batch(fused, T=5, B=2, seed=step)
+        loss, _ = fused.sgd_step(inputs, targets, 0.3, hidden=hidden, bptt="window", truncate=2)
+        want, _ = sgd_by_hand(plain, 0.3, inputs, targets, hidden=hidden, bptt="window", truncate=2)
+        assert loss == pytest.approx(want, rel=1e-13)
+        assert_grads_close(fused.params, plain.params, rtol=1e-11, atol=1e-14)
+
+
+def test_the_stepping_output_gate_must_be_the_loss():
+    """LinearSoftmaxCE(sgd_lr) steps in its forward, so a backward seeded with anything but 1 is refused."""
+    gen = np.random.default_rng(0)
+    hidden, weight = gen.standard_normal((3, 4)), gen.standard_normal((5, 4))
+    gate = output.LinearSoftmaxCE(sgd_lr=0.1)
+    _, saved = gate.forward(hidden, weight, None, np.array([0, 1, 2]), np.ones(3))
+    gate.backward(saved, 1.0)
+    with pytest.raises(ValueError, match="seeded with 1"):
+        gate.backward(saved, 2.0)
+
+
 def test_sgd_step_moves_every_parameter_and_lowers_the_loss():
     """Not a no-op: every parameter changes, and the loss on the batch falls."""
     model = make_model("embed+bias-2", V=40, H=6)
@@ -542,15 +569,22 @@ def test_sgd_step_moves_every_parameter_and_lowers_the_loss():
     assert loss < first
 
 
-def test_sgd_step_with_overflowing_logits_equals_the_unfused_step():
-    """Rows whose exponentials overflow are redone with the shift; the fused step follows them."""
-    fused, plain = make_model("tutorial+bias", V=30, H=4), make_model("tutorial+bias", V=30, H=4)
+@pytest.mark.parametrize("layout,V,bptt,threads", [
+    ("tutorial+bias", 30, "chunk", 2),  # one vocabulary part
+    ("tutorial", 1100, "window", 2),  # two parts: the threads see the bad rows when they meet
+    ("tutorial", 1100, "window", 1),
+])
+def test_sgd_step_with_overflowing_logits_equals_the_unfused_step(set_threads, layout, V, bptt, threads):
+    """Rows whose exponentials overflow are redone with the shift, before the step; the fused step
+    follows them."""
+    set_threads(threads)
+    fused, plain = make_model(layout, V=V, H=4), make_model(layout, V=V, H=4)
     for model in (fused, plain):
-        model.params["decoder.weight"][:, 0] = np.linspace(-300, 300, 30)
-        model.params["encoder.weight"][:] = 2.0  # saturated states: logits near +-300
+        model.params["decoder.weight"][:, 0] = np.linspace(-900, 900, V)
+        model.params["encoder.weight"][:] = 2.0  # saturated states: logits near +-900
     inputs, targets, _, _ = batch(fused, T=5, B=2)
-    loss, _ = fused.sgd_step(inputs, targets, 1e-3, bptt="chunk", truncate=2)
-    want, _ = sgd_by_hand(plain, 1e-3, inputs, targets, bptt="chunk", truncate=2)
+    loss, _ = fused.sgd_step(inputs, targets, 1e-3, bptt=bptt, truncate=2)
+    want, _ = sgd_by_hand(plain, 1e-3, inputs, targets, bptt=bptt, truncate=2)
     assert np.isfinite(loss) and loss == pytest.approx(want, rel=1e-12)
     assert_grads_close(fused.params, plain.params, rtol=1e-11, atol=1e-14)
 

@@ -142,6 +142,48 @@ def run_parallel(tasks):
     return [value for _, value in outcomes]
 
 
+_BROKEN = object()  # a task whose partner failed (that error is the one raised)
+
+
+def run_phased(first, meet, second):
+    """Two phases per task with a meeting between them; returns (a, m, b).
+
+    ``a = [f() for f in first]``, then ``m = meet(a)`` once, then
+    ``b = [g(m) for g in second]``. Each task's two phases run on one
+    worker, and the last worker to finish its first phase computes ``m``
+    (a ``threading.Barrier`` action), so the calling thread is not woken in
+    between (a wake-up of the caller and two of the workers saved). Where
+    the tasks cannot all run at once (one task, more tasks than workers, a
+    call from inside a task) everything runs here, in order. The first
+    exception raised is raised here, after every task has stopped.
+    """
+    n = len(first)
+    if n != len(second):
+        raise ValueError("run_phased needs one second phase per first phase")
+    if n == 1 or n > _threads or getattr(_in_worker, "flag", False):
+        done = [f() for f in first]
+        met = meet(done)
+        return done, met, [g(met) for g in second]
+    done = [None] * n
+    met = []
+    barrier = threading.Barrier(n, action=lambda: met.append(meet(done)))
+
+    def task(i):
+        try:
+            done[i] = first[i]()
+        except BaseException:
+            barrier.abort()  # the partners stop waiting
+            raise
+        try:
+            barrier.wait()  # may raise what ``meet`` raised, in the thread that ran it
+        except threading.BrokenBarrierError:
+            return _BROKEN
+        return second[i](met[0])
+
+    after = run_parallel([(lambda i=i: task(i)) for i in range(n)])
+    return done, met[0], after
+
+
 class _Worker:
     """A thread running the (call, callable) pairs put in ``inbox``; (call, ok, result or
     exception) go to ``outbox``."""

@@ -117,8 +117,8 @@ class Model:
         """One SGD step on one sentence: U, V, W -= learning_rate * (dU, dV, dW).
 
         The tutorial's update, done in place by the engine's fused SGD step
-        (``LanguageModel.sgd_step``): V steps inside the output layer's
-        backward, and U only at the columns of the sentence's words (its
+        (``LanguageModel.sgd_step``): V steps inside the output layer,
+        a vocabulary part per thread, and U only at the columns of the sentence's words (its
         gradient is zero elsewhere).
         """
         assert len(x) == len(y)

@@ -116,7 +116,8 @@ class Relu(Gate):
 def add_rows(out, ids, rows):
     """out[ids[i]] += rows[i] for every i, in place; out (V, D), ids (N,), rows (N, D).
 
-    Rows of the same id are summed with one sort and ``np.add.reduceat``
+    When every id occurs once this is one fancy-index add. Otherwise rows of
+    the same id are summed first, with one sort and ``np.add.reduceat``,
     rather than a one-hot matrix product or ``np.add.at``.
     """
     if ids.size == 0:
@@ -126,6 +127,9 @@ def add_rows(out, ids, rows):
     first = empty(ids.shape, dtype=bool)  # where a run of equal ids starts
     first[0] = True
     xp.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
+    if first.all():  # every id once: the fancy-index add is exact
+        out[ids] += rows
+        return out
     starts = xp.flatnonzero(first)
     out[sorted_ids[starts]] += xp.add.reduceat(rows[order], starts, axis=0)
     return out

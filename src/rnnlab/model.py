@@ -170,7 +170,8 @@ def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bpt
 
     Returns (loss, final hidden). The same step as plain SGD on the gradients
     (checked in the tests), taken without forming the large gradients: the
-    decoder steps inside its backward, a vocabulary part at a time
+    decoder steps a vocabulary part per thread, in the same call to the
+    threads as its forward, once the softmax's row sums are known
     (``LinearSoftmaxCE(sgd_lr=lr)``), and the encoder only at the rows of
     the batch's input tokens.
     """

@@ -19,17 +19,24 @@ gradient, the hidden gradient). Everything else is arranged around them:
   pass: [hidden | 1] against [W | b] for the logits, exps against [W | 1]
   for the hidden-side product and the row sums at once, [c hidden | c]
   against the exps for the decoder's and the bias's gradients;
-* with plain SGD the decoder takes its step inside the backward
-  (``LinearSoftmaxCE(sgd_lr=...)``), so no (V, H) gradient is formed;
+* a batch of few rows (N <= ``SMALL_N``: one sentence, the tutorial's
+  step) walks each part of W in blocks that stay in L2 between the two
+  products that read them, so W streams in from memory once per pass;
+* with plain SGD the decoder takes its step in the same call to the threads
+  as the forward (``LinearSoftmaxCE(sgd_lr=...)``): the threads meet once
+  the row sums are known (``backend.run_phased``) and step their parts, so
+  no (V, H) gradient is formed and the calling thread is not woken between;
 * the (N, V) buffers come from ``backend.take`` and are reused once free.
 """
 from __future__ import annotations
 
-from .backend import empty, parallel_parts, run_parallel, take, xp
+from .backend import empty, parallel_parts, run_parallel, run_phased, take, xp, zeros
 from .gates import Gate, add_rows
 
 BLOCK_BYTES = 32 << 20  # logits made by one matrix product, per thread: at most 32 MiB
 LOGITS_BYTES = 64 << 20  # forward-only evaluation holds at most this much of logits
+WEIGHT_BLOCK_BYTES = 384 << 10  # a few rows' batch (N <= SMALL_N): W by blocks of this much, held in L2
+SMALL_N = 64
 
 
 def _block_rows(vocab_size, itemsize):
@@ -55,6 +62,8 @@ def _exp_part(hidden, weight, bias, lo, hi, out, product):
     hand). Little Python runs here: the two parts' threads share the GIL.
     """
     N = hidden.shape[0]
+    if product and N <= SMALL_N:
+        return _exp_part_few_rows(hidden, weight, bias, lo, hi, out)
     w = weight[lo:hi]
     if bias is None:
         w_in = w
@@ -83,14 +92,63 @@ def _exp_part(hidden, weight, bias, lo, hi, out, product):
         return both[:, -1], both[:, :-1]
 
 
-def _exp_logits(hidden, weight, bias, targets, product=False):
+def _weight_block(width, itemsize):
+    """Rows of W per block when W is walked in L2-sized blocks."""
+    return max(1, WEIGHT_BLOCK_BYTES // (width * itemsize))
+
+
+def _exp_part_few_rows(hidden, weight, bias, lo, hi, out):
+    """``_exp_part`` with ``product`` for a batch of a few rows (N <= SMALL_N).
+
+    Walks W[lo:hi] in blocks small enough to stay in the core's L2 cache
+    between the two products that read it (the logits, then exps @ W), so
+    that W streams in from memory once instead of twice.
+    """
+    N, H = hidden.shape[0], weight.shape[1]
+    dtype = out.dtype
+    both = zeros((N, H if bias is None else H + 1), dtype=dtype)  # [exps @ W | row sums]
+    sums = zeros(N, dtype=dtype) if bias is None else None
+    step = _weight_block(H + 1, out.itemsize)
+    w_in = None if bias is None else empty((min(step, hi - lo), H + 1), dtype=dtype)
+    with xp.errstate(over="ignore", under="ignore", invalid="ignore"):
+        for a in range(lo, hi, step):
+            b = min(a + step, hi)
+            z = out[:, a - lo:b - lo]
+            if bias is None:
+                w = weight[a:b]
+                xp.matmul(hidden, w.T, out=z)
+                xp.exp(z, out=z)
+                sums += z.sum(axis=1)
+                both += z @ w
+            else:  # hidden is [hidden | 1]: the bias rides as W's last column (see _exp_part)
+                w = w_in[:b - a]
+                w[:, :-1] = weight[a:b]
+                w[:, -1] = bias[a:b]
+                xp.matmul(hidden, w.T, out=z)
+                xp.exp(z, out=z)
+                w[:, -1] = 1
+                both += z @ w
+    if bias is None:
+        return sums, both
+    return both[:, -1], both[:, :-1]
+
+
+def _exp_logits(hidden, weight, bias, targets, product=False, step_scale=None):
     """exp of all logits, by vocabulary parts.
 
     Returns ([(lo, hi, exps (N, hi - lo))], sums (N,), picked (N,), the
-    targets' weight rows W[targets] (N, H), and with ``product`` exps @
-    weight (N, H), else None). ``picked`` is each row's target logit, so
-    ``log(sums) - picked`` is -log p(target). Rows whose exponentials over-
-    or underflow are redone with the row maximum subtracted first.
+    targets' weight rows W[targets] (N, H), exps @ weight (N, H) with
+    ``product`` else None, and whether the step below was taken).
+    ``picked`` is each row's target logit, so ``log(sums) - picked`` is
+    -log p(target). Rows whose exponentials over- or underflow are redone
+    with the row maximum subtracted first.
+
+    With ``step_scale`` (N,) (sgd_lr times each row's weight in the loss)
+    each thread, once the sums of all parts are known, takes its part's
+    share of the SGD step: weight[lo:hi] -= (exps c)^T hidden with
+    c = step_scale / sums (the bias likewise), before handing back. The
+    one-hot part of the step is the caller's. No part steps when a row's
+    sum is bad (the caller then redoes those rows and steps).
     """
     N = hidden.shape[0]
     bounds = _vocab_bounds(weight.shape[0])
@@ -100,17 +158,31 @@ def _exp_logits(hidden, weight, bias, targets, product=False):
         rows = empty((N, hidden.shape[1] + 1), dtype=hidden.dtype)
         rows[:, :-1] = hidden
         rows[:, -1] = 1
-    results = run_parallel([
-        (lambda lo=lo, hi=hi, out=out: _exp_part(rows, weight, bias, lo, hi, out, product))
-        for lo, hi, out in parts])
-    sums = sum(r[0] for r in results)
-    products = sum(r[1] for r in results) if product else None
-    target_rows = weight[targets]  # (N, H)
-    picked = xp.einsum("ij,ij->i", hidden, target_rows)
+    target_rows = weight[targets]  # (N, H), taken before any step
+    picked = xp.vecdot(hidden, target_rows)  # (N,)
     if bias is not None:
         picked += bias[targets]
-    info = xp.finfo(hidden.dtype)
-    bad = xp.flatnonzero(~(xp.isfinite(sums) & (sums > info.tiny / info.eps)))
+    first = [(lambda lo=lo, hi=hi, out=out: _exp_part(rows, weight, bias, lo, hi, out, product))
+             for lo, hi, out in parts]
+    if step_scale is None:
+        results = run_parallel(first)
+        sums = sum(r[0] for r in results)
+        stepped = False
+    else:
+        def meet(done):  # once, when every part's exps are made: the sums, and the step's factors
+            sums = sum(r[0] for r in done)
+            ok = not _bad_rows(sums).size
+            return sums, _right(hidden, step_scale / sums, bias is not None) if ok else None
+
+        def then(lo, hi, exps, met):
+            right = met[1]
+            if right is not None:
+                _subtract_part(lo, hi, exps, right, weight, bias)
+
+        results, (sums, right), _ = run_phased(first, meet, [(lambda met, p=p: then(*p, met)) for p in parts])
+        stepped = right is not None
+    products = sum(r[1] for r in results) if product else None
+    bad = _bad_rows(sums)
     if bad.size:
         z = hidden[bad] @ weight.T
         if bias is not None:
@@ -123,7 +195,16 @@ def _exp_logits(hidden, weight, bias, targets, product=False):
             out[bad] = z[:, lo:hi]
         if product:
             products[bad] = z @ weight
-    return parts, sums, picked, target_rows, products
+    return parts, sums, picked, target_rows, products, stepped
+
+
+def _bad_rows(sums):
+    """Rows whose sum of exponentials over- or underflowed (their softmax needs the shift)."""
+    info = xp.finfo(sums.dtype)
+    low = info.tiny / info.eps
+    if not sums.size or (sums.min() > low and xp.isfinite(sums.max())):  # the common case: two reductions
+        return empty(0, dtype=xp.intp)
+    return xp.flatnonzero(~(xp.isfinite(sums) & (sums > low)))
 
 
 class LinearSoftmaxCE(Gate):
@@ -137,33 +218,47 @@ class LinearSoftmaxCE(Gate):
     Its per-row factor moves onto the small (N, H) side of each product and
     the one-hot part becomes a row gather / scatter, so the three (N, V)-sized
     matrix products (the logits, ``e @ W`` made in the forward while each
-    thread holds its part of W, ``e^T @ (c hidden)`` in the backward) are
-    all there is of size N x V.
+    thread holds its part of W, ``e^T @ (c hidden)``) are all there is of
+    size N x V.
 
-    With ``sgd_lr`` the backward takes the SGD step of the decoder instead,
-    ``weight -= sgd_lr * d_weight`` (and the bias likewise) in place, part by
-    part, and returns no gradient for them; the hidden gradient is the one at
-    the weights before the step. No (V, H) gradient is ever formed.
+    With ``sgd_lr`` the gate is the loss the backward starts from (seeded
+    with 1), and its forward also takes the SGD step of the decoder,
+    ``weight -= sgd_lr * d_weight`` (and the bias likewise) in place: each
+    thread steps its vocabulary part as soon as the row sums of all parts
+    are known, without handing back to the calling thread in between. The
+    backward then returns no gradient for them, and the hidden gradient is
+    the one at the weights before the step. No (V, H) gradient is ever formed.
     """
 
     def __init__(self, sgd_lr=None):
         self.sgd_lr = sgd_lr
 
     def forward(self, hidden, weight, bias, targets, weights):
-        parts, sums, picked, target_rows, products = _exp_logits(hidden, weight, bias, targets, product=True)
+        lr = self.sgd_lr
+        step_scale = None if lr is None else (weights * lr).astype(hidden.dtype, copy=False)
+        parts, sums, picked, target_rows, products, stepped = _exp_logits(
+            hidden, weight, bias, targets, product=True, step_scale=step_scale)
         nll = xp.log(sums) - picked
         loss = float((weights * nll).sum(dtype=xp.float64))
+        if lr is not None:  # the rest of the step: the parts not stepped yet, the one-hot rows
+            if not stepped:
+                run_parallel(_by_parts(parts, hidden, step_scale / sums, weight, bias, subtract=True))
+            add_rows(weight, targets, hidden * step_scale[:, None])
+            if bias is not None:
+                bias += xp.bincount(targets, weights=step_scale, minlength=len(bias)).astype(bias.dtype)
+            parts = None  # the exps are not needed again
         return loss, (hidden, weight, bias, targets, weights, parts, sums, target_rows, products)
 
     def backward(self, saved, dloss):
         hidden, weight, bias, targets, weights, parts, sums, target_rows, products = saved
-        lr = self.sgd_lr
         scale = (weights * dloss).astype(hidden.dtype, copy=False)  # (N,)
         c = scale / sums  # (N,)
         d_hidden = products * c[:, None]  # (N, H)
         d_hidden -= scale[:, None] * target_rows
-        if lr is not None:
-            self._step(hidden, weight, bias, targets, parts, c * lr, scale * lr)
+        if self.sgd_lr is not None:
+            if dloss != 1:
+                raise ValueError("LinearSoftmaxCE(sgd_lr=...) took its step in the forward: "
+                                 "it must be the loss, seeded with 1")
             return d_hidden, None, None, None, None
         # The weight's gradient: (c e)^T hidden part by part, less the one-hot
         # rows (targets, scale * hidden); the bias's: c e summed, less the one-hot.
@@ -175,12 +270,32 @@ class LinearSoftmaxCE(Gate):
             d_bias -= xp.bincount(targets, weights=scale, minlength=len(d_bias)).astype(d_bias.dtype)
         return d_hidden, d_weight, d_bias, None, None
 
-    def _step(self, hidden, weight, bias, targets, parts, c_lr, scale_lr):
-        """The SGD step in place: weight -= lr * d_weight part by part, then the one-hot rows."""
-        run_parallel(_by_parts(parts, hidden, c_lr, weight, bias, subtract=True))
-        add_rows(weight, targets, hidden * scale_lr[:, None])
-        if bias is not None:
-            bias += xp.bincount(targets, weights=scale_lr, minlength=len(bias)).astype(bias.dtype)
+
+def _right(hidden, c, with_bias):
+    """The right-hand side of the weight-side product: c hidden (N, H), or [c hidden | c] (N, H + 1)."""
+    if not with_bias:
+        return hidden * c[:, None]
+    H = hidden.shape[1]
+    right = empty((hidden.shape[0], H + 1), dtype=hidden.dtype)
+    xp.multiply(hidden, c[:, None], out=right[:, :H])
+    right[:, H] = c
+    return right
+
+
+def _subtract_part(lo, hi, exps, right, w_out, b_out):
+    """w_out[lo:hi] -= exps^T right[:, :H], b_out[lo:hi] -= exps^T right[:, H] (with a bias).
+
+    With few rows (N <= SMALL_N) by L2-sized blocks of w_out, so that the
+    product's block is still in cache when it is taken away.
+    """
+    H = w_out.shape[1]
+    step = hi - lo if exps.shape[0] > SMALL_N else _weight_block(right.shape[1], exps.itemsize)
+    for a in range(lo, hi, step):
+        b = min(a + step, hi)
+        both = exps[:, a - lo:b - lo].T @ right  # (b - a, H or H + 1)
+        w_out[a:b] -= both[:, :H]
+        if b_out is not None:
+            b_out[a:b] -= both[:, H]
 
 
 def _by_parts(parts, hidden, c, w_out, b_out, subtract):
@@ -190,26 +305,17 @@ def _by_parts(parts, hidden, c, w_out, b_out, subtract):
     With a bias both come from one product: e^T [c hidden | c] (hi - lo, H + 1).
     """
     H = hidden.shape[1]
-    if b_out is None:
-        right = hidden * c[:, None]  # (N, H)
-    else:
-        right = empty((hidden.shape[0], H + 1), dtype=hidden.dtype)
-        xp.multiply(hidden, c[:, None], out=right[:, :H])
-        right[:, H] = c
+    right = _right(hidden, c, b_out is not None)
 
     def part(lo, hi, exps):
-        if b_out is None and not subtract:
-            xp.matmul(exps.T, right, out=w_out[lo:hi])
-            return
-        both = exps.T @ right  # (hi - lo, H or H + 1)
         if subtract:
-            w_out[lo:hi] -= both[:, :H]
-            if b_out is not None:
-                b_out[lo:hi] -= both[:, H]
+            _subtract_part(lo, hi, exps, right, w_out, b_out)
+        elif b_out is None:
+            xp.matmul(exps.T, right, out=w_out[lo:hi])
         else:
+            both = exps.T @ right  # (hi - lo, H + 1)
             w_out[lo:hi] = both[:, :H]
-            if b_out is not None:
-                b_out[lo:hi] = both[:, H]
+            b_out[lo:hi] = both[:, H]
 
     return [(lambda p=p: part(*p)) for p in parts]
 
@@ -227,7 +333,7 @@ def nll_rows(hidden, weight, bias, targets, max_rows=None):
     nll = empty(N, dtype=hidden.dtype)
     for lo in range(0, N, max_rows):
         hi = min(lo + max_rows, N)
-        _, sums, picked, _, _ = _exp_logits(hidden[lo:hi], weight, bias, targets[lo:hi])
+        _, sums, picked, _, _, _ = _exp_logits(hidden[lo:hi], weight, bias, targets[lo:hi])
         nll[lo:hi] = xp.log(sums) - picked
     return nll
 

@@ -493,7 +493,7 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, pro
 
     stopped = bool(cfg.max_steps) and step >= cfg.max_steps
     last_recorded = step
-    # Plain SGD without clipping steps inside the backward (LanguageModel.sgd_step).
+    # Plain SGD without clipping takes the fused step (LanguageModel.sgd_step).
     fused = isinstance(optimizer, SGD) and optimizer.plain and not cfg.clip
 
     def take_step(inputs, targets, scale, **kw):
