@@ -349,11 +349,18 @@ def test_linear_softmax_ce_equals_primitives_over_several_blocks(monkeypatch, bi
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("N,block_bytes", [(12, 17 * 17 * 8), (1, 8), (output.SMALL_N, 3000 * 17 * 8)])
-def test_linear_softmax_ce_few_rows_over_weight_blocks(monkeypatch, bias, N, block_bytes):
-    """A batch of few rows walks W in blocks (several and a ragged last one, one row each, or one
-    block); the loss and gradients still equal the primitives'."""
+@pytest.mark.parametrize("N,block_bytes,gemm,rows", [
+    (12, 17 * 17 * 8, 1 << 40, 17),  # blocks of W held in L2: 17 rows each, a ragged last one
+    (20, 1 << 30, 20 * 17 * 30, 30),  # small products: 30 rows each
+    (1, 8, 1 << 40, 1),  # a row at a time
+    (output.SMALL_N, 1 << 30, 1 << 40, 3000),  # a block per part
+])
+def test_linear_softmax_ce_few_rows_over_weight_blocks(monkeypatch, bias, N, block_bytes, gemm, rows):
+    """A batch of few rows is held transposed and walks W in blocks; the loss and gradients still
+    equal the primitives'."""
     monkeypatch.setattr(output, "WEIGHT_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(output, "SMALL_GEMM", gemm)
+    assert min(output._few_rows_block(N, 17, 8), 3000) == rows
     calls = []
     few_rows = output._exp_part_few_rows
     monkeypatch.setattr(output, "_exp_part_few_rows", lambda *a: calls.append(a[3:5]) or few_rows(*a))
