@@ -150,11 +150,11 @@ def run_phased(first, meet, second):
 
     ``a = [f() for f in first]``, then ``m = meet(a)`` once, then
     ``b = [g(m) for g in second]``. Each task's two phases run on one
-    worker, and the last worker to finish its first phase computes ``m``
-    (a ``threading.Barrier`` action), so the calling thread is not woken in
-    between (a wake-up of the caller and two of the workers saved). Where
-    the tasks cannot all run at once (one task, more tasks than workers, a
-    call from inside a task) everything runs here, in order. The first
+    thread: task 0 here, the others on workers. The last thread to finish
+    its first phase computes ``m`` (a ``threading.Barrier`` action), so no
+    thread goes back and forth through a queue in between. Where the tasks
+    cannot all run at once within the thread count (one task, more tasks
+    than threads, a call from inside a task) everything runs here, in order. The first
     exception raised is raised here, after every task has stopped.
     """
     n = len(first)
@@ -180,8 +180,38 @@ def run_phased(first, meet, second):
             return _BROKEN
         return second[i](met[0])
 
-    after = run_parallel([(lambda i=i: task(i)) for i in range(n)])
+    after = _run_here_and_on_workers([(lambda i=i: task(i)) for i in range(n)])
     return done, met[0], after
+
+
+def _run_here_and_on_workers(tasks):
+    """Task 0 in the calling thread, task i on worker i - 1; their results in order.
+
+    The caller works instead of sleeping until the workers are done: one
+    worker fewer to wake, and none to wake the caller when it has finished
+    last. Needs len(tasks) <= the number of workers.
+    """
+    call = object()  # tells this call's outcomes from the late ones of an interrupted call
+    with _run_lock, own_threads():
+        workers = _start_workers()
+        for worker, task in zip(workers, tasks[1:]):
+            worker.inbox.put((call, task))
+        was_in_worker = getattr(_in_worker, "flag", False)
+        _in_worker.flag = True  # a run_parallel inside task 0 runs here, as in a worker
+        try:
+            outcomes = [(True, tasks[0]())]
+        except BaseException as error:  # raised below, once the workers are done
+            outcomes = [(False, error)]
+        finally:
+            _in_worker.flag = was_in_worker
+        for worker, _ in zip(workers, tasks[1:]):
+            while (outcome := worker.outbox.get())[0] is not call:
+                pass  # left over from a call that was interrupted (KeyboardInterrupt) while waiting
+            outcomes.append(outcome[1:])
+    for ok, value in outcomes:
+        if not ok:
+            raise value
+    return [value for _, value in outcomes]
 
 
 class _Worker:
