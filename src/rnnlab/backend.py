@@ -125,13 +125,35 @@ def run_parallel(tasks):
     """
     if len(tasks) == 1 or getattr(_in_worker, "flag", False):
         return [task() for task in tasks]
+    return _run(tasks, here=False)
+
+
+def _run(tasks, here):
+    """The tasks on the workers, task i on worker i (mod their number); with ``here``, task 0 in
+    the calling thread instead and task i on worker i - 1. Their results, in order.
+
+    Working here instead of sleeping until the workers are done saves a
+    worker's wake-up and the caller's (``here`` needs every task to have a
+    thread of its own, as ``run_phased``'s barrier does).
+    """
     call = object()  # tells this call's outcomes from the late ones of an interrupted call
+    mine, theirs = (tasks[:1], tasks[1:]) if here else ([], tasks)
     with _run_lock, own_threads():
         workers = _start_workers()
-        for i, task in enumerate(tasks):
+        for i, task in enumerate(theirs):
             workers[i % len(workers)].inbox.put((call, task))
         outcomes = []
-        for i in range(len(tasks)):
+        was_in_worker = getattr(_in_worker, "flag", False)
+        _in_worker.flag = True  # a run_parallel inside a task run here runs inline, as in a worker
+        try:
+            for task in mine:
+                try:
+                    outcomes.append((True, task()))
+                except BaseException as error:  # raised below, once the workers are done
+                    outcomes.append((False, error))
+        finally:
+            _in_worker.flag = was_in_worker
+        for i in range(len(theirs)):
             outbox = workers[i % len(workers)].outbox
             while (outcome := outbox.get())[0] is not call:
                 pass  # left over from a call that was interrupted (KeyboardInterrupt) while waiting
@@ -180,38 +202,8 @@ def run_phased(first, meet, second):
             return _BROKEN
         return second[i](met[0])
 
-    after = _run_here_and_on_workers([(lambda i=i: task(i)) for i in range(n)])
+    after = _run([(lambda i=i: task(i)) for i in range(n)], here=True)
     return done, met[0], after
-
-
-def _run_here_and_on_workers(tasks):
-    """Task 0 in the calling thread, task i on worker i - 1; their results in order.
-
-    The caller works instead of sleeping until the workers are done: one
-    worker fewer to wake, and none to wake the caller when it has finished
-    last. Needs len(tasks) <= the number of workers.
-    """
-    call = object()  # tells this call's outcomes from the late ones of an interrupted call
-    with _run_lock, own_threads():
-        workers = _start_workers()
-        for worker, task in zip(workers, tasks[1:]):
-            worker.inbox.put((call, task))
-        was_in_worker = getattr(_in_worker, "flag", False)
-        _in_worker.flag = True  # a run_parallel inside task 0 runs here, as in a worker
-        try:
-            outcomes = [(True, tasks[0]())]
-        except BaseException as error:  # raised below, once the workers are done
-            outcomes = [(False, error)]
-        finally:
-            _in_worker.flag = was_in_worker
-        for worker, _ in zip(workers, tasks[1:]):
-            while (outcome := worker.outbox.get())[0] is not call:
-                pass  # left over from a call that was interrupted (KeyboardInterrupt) while waiting
-            outcomes.append(outcome[1:])
-    for ok, value in outcomes:
-        if not ok:
-            raise value
-    return [value for _, value in outcomes]
 
 
 class _Worker:
