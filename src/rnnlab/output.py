@@ -120,7 +120,6 @@ def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out):
     H = weight.shape[1]
     dtype = out.dtype
     both = zeros((N, width), dtype=dtype)  # [exps @ W | row sums (with a bias)]
-    sums = zeros(N, dtype=dtype) if bias is None else None
     step = _few_rows_block(N, H + 1, out.itemsize)
     w_in = None if bias is None else empty((min(step, hi - lo), H + 1), dtype=dtype)
     out_t = out.T  # (hi - lo, N), C-ordered
@@ -136,13 +135,11 @@ def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out):
                 w[:, -1] = bias[a:b]
             xp.matmul(w, hidden_t, out=z)
             xp.exp(z, out=z)
-            if bias is None:
-                sums += z.sum(axis=0)
-            else:
+            if bias is not None:
                 w[:, -1] = 1
             both += z.T @ w
-    if bias is None:
-        return sums, both
+    if bias is None:  # the row sums in one pass over the part's exps, not one per block
+        return out_t.sum(axis=0), both
     return both[:, -1], both[:, :-1]
 
 
