@@ -473,10 +473,12 @@ def test_linear_softmax_ce_independent_of_thread_count(set_threads):
         assert_close(a, b, tol=1e-14)
 
 
-def test_linear_softmax_ce_huge_logits_raise_no_floating_point_warning():
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_softmax_ce_huge_logits_raise_no_floating_point_warning(with_bias):
     import warnings
 
     hidden, weight, bias, _, targets, weights = extreme_problem(N=20, seed=24)  # one thread
+    bias = bias if with_bias else None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss, saved = LinearSoftmaxCE().forward(hidden, weight, bias, targets, weights)

@@ -138,8 +138,8 @@ def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out):
             if bias is not None:
                 w[:, -1] = 1
             both += z.T @ w
-    if bias is None:  # the row sums in one pass over the part's exps, not one per block
-        return out_t.sum(axis=0), both
+        if bias is None:  # the row sums in one pass over the part's exps, not one per block
+            return out_t.sum(axis=0), both
     return both[:, -1], both[:, :-1]
 
 
