@@ -160,27 +160,50 @@ def main(argv=None) -> int:
               f"({settings.batch * settings.steps} x {settings.vocab // 2}, float32, one core): "
               f"exp {exp_ms:.2f} ms, row sums {sum_ms:.2f} ms")
     else:
-        half = classic_half_products_ms(settings, len(x))
-        print(f"\nthe three float64 products of one thread's half of the vocabulary alone "
-              f"({len(x)} x {settings.hidden} against {settings.vocab // 2} x {settings.hidden}, one core): "
-              + ", ".join(f"{name} {ms:.3f} ms" for name, ms in half.items())
-              + f"; together {sum(half.values()):.3f} ms")
+        for blocked in (False, True):
+            half = classic_half_products_ms(settings, len(x), blocked)
+            how = (f"in blocks of {half.pop('rows')} rows, logits as W_b states^T (as the engine makes them)"
+                   if blocked else "each in one product, logits as states W^T")
+            print(("\n" if not blocked else "") + f"the three float64 products of one thread's half of the "
+                  f"vocabulary alone ({len(x)} x {settings.hidden} against {settings.vocab // 2} x "
+                  f"{settings.hidden}, one core), {how}: "
+                  + ", ".join(f"{name} {ms:.3f} ms" for name, ms in half.items())
+                  + f"; together {sum(half.values()):.3f} ms")
     return 0
 
 
-def classic_half_products_ms(settings, words, reps=200):
-    """Median ms of the classic step's three products on half the vocabulary, BLAS at one thread."""
+def classic_half_products_ms(settings, words, blocked, reps=200):
+    """Median ms of the classic step's three products on half the vocabulary, BLAS at one thread.
+
+    ``blocked``: as ``output._exp_part_few_rows`` and ``output._weight_side``
+    make them (W in blocks of ``output._few_rows_block`` rows, the logits
+    as W_b states^T into (rows, words)); the dict then also holds "rows".
+    Else each as one product, the logits as states W^T.
+    """
     from threadpoolctl import threadpool_limits
+
+    from rnnlab import output
 
     gen = np.random.default_rng(0)
     states = np.tanh(gen.standard_normal((words, settings.hidden)))
     weight = gen.uniform(-0.1, 0.1, (settings.vocab // 2, settings.hidden))
-    exps = np.empty((words, settings.vocab // 2))
-    products = {"logits": lambda: np.matmul(states, weight.T, out=exps),
-                "hidden grad": lambda: exps @ weight,
-                "decoder update": lambda: exps.T @ states}
+    V = len(weight)
+    if blocked:
+        rows = output._few_rows_block(words, settings.hidden + 1, 8)
+        states_t = np.ascontiguousarray(states.T)
+        exps_t = np.empty((V, words))
+        blocks = [(a, min(a + rows, V)) for a in range(0, V, rows)]
+        products = {"logits": lambda: [np.matmul(weight[a:b], states_t, out=exps_t[a:b]) for a, b in blocks],
+                    "hidden grad": lambda: [exps_t[a:b].T @ weight[a:b] for a, b in blocks],
+                    "decoder update": lambda: [exps_t[a:b] @ states for a, b in blocks]}
+    else:
+        exps = np.empty((words, V))
+        products = {"logits": lambda: np.matmul(states, weight.T, out=exps),
+                    "hidden grad": lambda: exps @ weight,
+                    "decoder update": lambda: exps.T @ states}
     with threadpool_limits(1):
-        return {name: 1e3 * bench.median_seconds(fn, reps, warmup=5) for name, fn in products.items()}
+        times = {name: 1e3 * bench.median_seconds(fn, reps, warmup=5) for name, fn in products.items()}
+    return {**times, "rows": rows} if blocked else times
 
 
 def softmax_elementwise_ms(settings, reps=20):

@@ -99,3 +99,22 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
     assert bench.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rnnlab bench: error:")
+
+
+def test_profile_train_classic_reports_the_products_as_the_engine_makes_them():
+    """benchmarks/profile_train.py --classic at a small vocabulary: the step's profile, then the
+    three float64 products timed both ways, the blocked ones in the engine's block size."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rnnlab import output
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_train.py"
+    run = subprocess.run([sys.executable, str(script), "--classic", "--vocab", "1100"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if line.startswith("the three float64 products")]
+    assert len(lines) == 2 and "each in one product" in lines[0]
+    assert f"in blocks of {output._few_rows_block(20, 101, 8)} rows" in lines[1]
+    assert all("together" in line for line in lines)
