@@ -99,8 +99,8 @@ def _few_rows_block(n, width, itemsize):
     At most WEIGHT_BLOCK_BYTES of W, so a block stays in L2 between the two
     products that read it, and at most SMALL_GEMM multiply-adds per product:
     OpenBLAS (SkylakeX kernels) runs such small products without packing
-    its operands, at 24-26 GFMA/s on one core here against 18-20 for larger
-    ones of the same shapes (float64, 20 rows, 100 columns).
+    its operands, markedly faster than larger ones of the same shapes
+    (``benchmarks/profile_train.py --classic`` times both; BENCHMARKS.md).
     """
     return max(1, min(WEIGHT_BLOCK_BYTES // (width * itemsize), SMALL_GEMM // (max(n, 1) * width)))
 
@@ -112,7 +112,7 @@ def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out):
     is a bias; ``out`` (N, hi - lo) is the transpose of a C-ordered
     (hi - lo, N) buffer. W[lo:hi] is walked in blocks (``_few_rows_block``):
     each block's logits come as W_b hidden_t (b, N), the fast layout for
-    OpenBLAS here (25 against 18 GFMA/s for hidden W_b^T), and the block
+    OpenBLAS's small products (hidden W_b^T is much slower), and the block
     serves the second product, exps_b^T W_b, while still in L2, so W streams
     in from memory once instead of twice.
     """
