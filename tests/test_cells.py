@@ -368,6 +368,31 @@ def test_linear_softmax_ce_few_rows_over_weight_blocks(monkeypatch, bias, N, blo
     assert calls  # the few-rows path ran
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_softmax_ce_few_rows_in_float32(set_threads, with_bias):
+    """float32 few rows: held transposed, one product per part (no blocks), and equal to the float64
+    layer to float32 precision, with one thread and with two."""
+    assert output._few_rows_block(20, 101, 4) >= 1 << 40
+    gen = np.random.default_rng(12)
+    N, H, V = 20, 8, 3000
+    hidden, weight = gen.standard_normal((N, H)), gen.standard_normal((V, H)) * 0.3
+    bias = gen.standard_normal(V) if with_bias else None
+    targets, weights = gen.integers(0, V, N), np.full(N, 1.0 / N)
+    l64 = linear_softmax_fused(hidden, weight, bias, targets, weights)
+    for threads in (1, 2):
+        set_threads(threads)
+        l32 = linear_softmax_fused(hidden.astype(np.float32), weight.astype(np.float32),
+                                   None if bias is None else bias.astype(np.float32), targets,
+                                   weights.astype(np.float32))
+        assert l32[0] == pytest.approx(l64[0], rel=1e-5)
+        for got, want, name in zip(l32[1:], l64[1:], ("hidden", "weight", "bias")):
+            if want is None:
+                assert got is None
+            else:
+                assert got.dtype == np.float32
+                assert_close(got, want, tol=1e-4, what=f"{name} float32")
+
+
 def test_linear_softmax_ce_more_rows_than_few_keeps_the_row_blocks(monkeypatch):
     monkeypatch.setattr(output, "_exp_part_few_rows", lambda *a: pytest.fail("few-rows path for N > SMALL_N"))
     check_linear_softmax(output.SMALL_N + 1, 4, 50, True, seed=5)

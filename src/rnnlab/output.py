@@ -20,10 +20,11 @@ gradient, the hidden gradient). Everything else is arranged around them:
   for the hidden-side product and the row sums at once, [c hidden | c]
   against the exps for the decoder's and the bias's gradients;
 * a batch of few rows (N <= ``SMALL_N``: one sentence, the tutorial's
-  step) is held transposed, (H, N), and walks each part of W in blocks
-  small enough for OpenBLAS's unpacked small-matrix kernels and for L2
-  (``_few_rows_block``): the products run about a third faster, and a block
-  of W serves both products that read it while still in cache;
+  step) is held transposed, (H, N), the faster layout for such products;
+  in float64 it walks each part of W in blocks small enough for OpenBLAS's
+  unpacked small-matrix kernels and for L2 (``_few_rows_block``): the
+  products run about a third faster, and a block of W serves both products
+  that read it while still in cache;
 * with plain SGD the decoder takes its step in the same call to the threads
   as the forward (``LinearSoftmaxCE(sgd_lr=...)``): the threads meet once
   the row sums are known (``backend.run_phased``) and step their parts, so
@@ -37,8 +38,8 @@ from .gates import Gate, add_rows
 
 BLOCK_BYTES = 32 << 20  # logits made by one matrix product, per thread: at most 32 MiB
 LOGITS_BYTES = 64 << 20  # forward-only evaluation holds at most this much of logits
-WEIGHT_BLOCK_BYTES = 384 << 10  # a few rows' batch (N <= SMALL_N): W by blocks of this much, held in L2
-SMALL_GEMM = 10**6  # multiply-adds per product at most, for a few rows' batch (see _few_rows_block)
+WEIGHT_BLOCK_BYTES = 384 << 10  # a few rows' float64 batch (N <= SMALL_N): W by blocks of this much, held in L2
+SMALL_GEMM = 10**6  # multiply-adds per product at most, for a few rows' float64 batch (see _few_rows_block)
 SMALL_N = 64
 
 
@@ -96,12 +97,17 @@ def _exp_part(hidden, weight, bias, lo, hi, out, product):
 def _few_rows_block(n, width, itemsize):
     """Rows of W per block when a batch of n rows walks W (``width`` columns) in blocks.
 
-    At most WEIGHT_BLOCK_BYTES of W, so a block stays in L2 between the two
-    products that read it, and at most SMALL_GEMM multiply-adds per product:
-    OpenBLAS (SkylakeX kernels) runs such small products without packing
-    its operands, markedly faster than larger ones of the same shapes
-    (``benchmarks/profile_train.py --classic`` times both; BENCHMARKS.md).
+    float64: at most WEIGHT_BLOCK_BYTES of W, so a block stays in L2 between
+    the two products that read it, and at most SMALL_GEMM multiply-adds per
+    product: OpenBLAS (SkylakeX kernels) runs such small products without
+    packing its operands, markedly faster than larger ones of the same
+    shapes (``benchmarks/profile_train.py --classic`` times both;
+    BENCHMARKS.md). float32 products gained nothing from blocks here (a
+    small-batch training step in scratch A/B runs was fastest with one
+    product per part, in the transposed layout): no blocks.
     """
+    if itemsize < 8:
+        return 1 << 62
     return max(1, min(WEIGHT_BLOCK_BYTES // (width * itemsize), SMALL_GEMM // (max(n, 1) * width)))
 
 
