@@ -20,7 +20,8 @@ gradient, the hidden gradient). Everything else is arranged around them:
   for the hidden-side product and the row sums at once, [c hidden | c]
   against the exps for the decoder's and the bias's gradients;
 * a batch of few rows (N <= ``SMALL_N``: one sentence, the tutorial's
-  step) is held transposed, (H, N), the faster layout for such products;
+  step), in training and in evaluation, is held transposed, (H, N), the
+  faster layout for such products;
   in float64 it walks each part of W in blocks small enough for OpenBLAS's
   unpacked small-matrix kernels and for L2 (``_few_rows_block``): the
   products run about a third faster, and a block of W serves both products
@@ -111,21 +112,21 @@ def _few_rows_block(n, width, itemsize):
     return max(1, min(WEIGHT_BLOCK_BYTES // (width * itemsize), SMALL_GEMM // (max(n, 1) * width)))
 
 
-def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out):
-    """``_exp_part`` with ``product`` for a batch of a few rows (N <= SMALL_N), held transposed.
+def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out, product):
+    """``_exp_part`` for a batch of a few rows (N <= SMALL_N), held transposed.
 
     ``hidden_t`` is (H, N), or (H + 1, N) with a last row of ones when there
     is a bias; ``out`` (N, hi - lo) is the transpose of a C-ordered
     (hi - lo, N) buffer. W[lo:hi] is walked in blocks (``_few_rows_block``):
     each block's logits come as W_b hidden_t (b, N), the fast layout for
-    OpenBLAS's small products (hidden W_b^T is much slower), and the block
-    serves the second product, exps_b^T W_b, while still in L2, so W streams
-    in from memory once instead of twice.
+    OpenBLAS's small products (hidden W_b^T is much slower), and with
+    ``product`` the block serves the second product, exps_b^T W_b, while
+    still in L2, so W streams in from memory once instead of twice.
     """
     width, N = hidden_t.shape
     H = weight.shape[1]
     dtype = out.dtype
-    both = zeros((N, width), dtype=dtype)  # [exps @ W | row sums (with a bias)]
+    both = zeros((N, width), dtype=dtype) if product else None  # [exps @ W | row sums (with a bias)]
     step = _few_rows_block(N, H + 1, out.itemsize)
     w_in = None if bias is None else empty((min(step, hi - lo), H + 1), dtype=dtype)
     out_t = out.T  # (hi - lo, N), C-ordered
@@ -141,9 +142,12 @@ def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out):
                 w[:, -1] = bias[a:b]
             xp.matmul(w, hidden_t, out=z)
             xp.exp(z, out=z)
-            if bias is not None:
-                w[:, -1] = 1
-            both += z.T @ w
+            if product:
+                if bias is not None:
+                    w[:, -1] = 1
+                both += z.T @ w
+        if not product:
+            return out_t.sum(axis=0), None
         if bias is None:  # the row sums in one pass over the part's exps, not one per block
             return out_t.sum(axis=0), both
     return both[:, -1], both[:, :-1]
@@ -168,7 +172,7 @@ def _exp_logits(hidden, weight, bias, targets, product=False, step_scale=None):
     """
     N, H = hidden.shape
     bounds = _vocab_bounds(weight.shape[0])
-    few_rows = product and N <= SMALL_N
+    few_rows = N <= SMALL_N
     if few_rows:  # exps held transposed: (N, hi - lo) views of (hi - lo, N) buffers
         parts = [(lo, hi, take((hi - lo, N), hidden.dtype).T) for lo, hi in zip(bounds[:-1], bounds[1:])]
     else:
@@ -178,16 +182,14 @@ def _exp_logits(hidden, weight, bias, targets, product=False, step_scale=None):
         rows = empty((N, H + 1), dtype=hidden.dtype)
         rows[:, :-1] = hidden
         rows[:, -1] = 1
-    if few_rows:
-        rows = xp.ascontiguousarray(rows.T)  # (H or H + 1, N)
-        make = _exp_part_few_rows
-    else:
-        make = lambda *args: _exp_part(*args, product)  # noqa: E731
+    rows_in = xp.ascontiguousarray(rows.T) if few_rows else rows  # (H or H + 1, N) when few
+    make = _exp_part_few_rows if few_rows else _exp_part
     target_rows = weight[targets]  # (N, H), taken before any step
     picked = xp.vecdot(hidden, target_rows)  # (N,)
     if bias is not None:
         picked += bias[targets]
-    first = [(lambda lo=lo, hi=hi, out=out: make(rows, weight, bias, lo, hi, out)) for lo, hi, out in parts]
+    first = [(lambda lo=lo, hi=hi, out=out: make(rows_in, weight, bias, lo, hi, out, product))
+             for lo, hi, out in parts]
     if step_scale is None:
         results = run_parallel(first)
         sums = sum(r[0] for r in results)
