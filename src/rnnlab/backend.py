@@ -200,6 +200,9 @@ def run_phased(first, meet, second):
             barrier.wait()  # may raise what ``meet`` raised, in the thread that ran it
         except threading.BrokenBarrierError:
             return _BROKEN
+        except BaseException:  # meet failed, or Ctrl-C in the calling thread while it waited:
+            barrier.abort()  # no partner may be left waiting for it
+            raise
         return second[i](met[0])
 
     after = _run([(lambda i=i: task(i)) for i in range(n)], here=True)
