@@ -179,28 +179,43 @@ def test_run_phased_raises_a_failure_of_any_phase_and_the_workers_stay_usable(se
     assert backend.run_phased([lambda: 1, lambda: 2], sum, [lambda m: m, lambda m: -m]) == ([1, 2], 3, [3, -3])
 
 
+INTERRUPTED_AT_THE_MEETING = """
+import signal, time
+from rnnlab import backend
+
+backend.set_num_threads(2)
+
+def interrupt(*_):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, interrupt)
+ran_second = []
+signal.setitimer(signal.ITIMER_REAL, 0.05)
+try:
+    backend.run_phased([lambda: 0, lambda: time.sleep(0.3) or 1], sum,
+                       [lambda m: ran_second.append(0), lambda m: ran_second.append(1)])
+except KeyboardInterrupt:
+    print("interrupted")
+signal.setitimer(signal.ITIMER_REAL, 0)
+assert ran_second == [], ran_second
+assert backend.run_parallel([lambda: 7, lambda: 8]) == [7, 8]
+assert backend.run_phased([lambda: 1, lambda: 2], sum, [lambda m: m, lambda m: -m]) == ([1, 2], 3, [3, -3])
+print("ok")
+"""
+
+
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
-def test_run_phased_interrupted_while_the_caller_waits_at_the_meeting(set_threads):
+def test_run_phased_interrupted_while_the_caller_waits_at_the_meeting():
     """Ctrl-C in the calling thread while it waits for a slow worker at the barrier: the
-    KeyboardInterrupt comes back, the worker is not left waiting, the next calls work."""
-    set_threads(2)
+    KeyboardInterrupt comes back, the worker is not left waiting, the next calls work. In a child
+    process, so that a worker left waiting fails the test (timeout) instead of hanging the run."""
+    import subprocess
+    import sys
 
-    def interrupt(*_):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    ran_second = []
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        with pytest.raises(KeyboardInterrupt):
-            backend.run_phased([lambda: 0, lambda: time.sleep(0.3) or 1], sum,
-                               [lambda m: ran_second.append(0), lambda m: ran_second.append(1)])
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    assert ran_second == []
-    assert backend.run_parallel([lambda: 7, lambda: 8]) == [7, 8]
-    assert backend.run_phased([lambda: 1, lambda: 2], sum, [lambda m: m, lambda m: -m]) == ([1, 2], 3, [3, -3])
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_THE_MEETING], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["interrupted", "ok"]
 
 
 def test_run_phased_from_inside_a_task_runs_inline(set_threads):
