@@ -70,10 +70,8 @@ def _exp_part(hidden, weight, bias, lo, hi, out, product):
     w = weight[lo:hi]
     if bias is None:
         w_in = w
-    else:
-        w_in = empty((hi - lo, w.shape[1] + 1), dtype=w.dtype)  # [W[lo:hi] | b[lo:hi]]
-        w_in[:, :-1] = w
-        w_in[:, -1] = bias[lo:hi]
+    else:  # [W[lo:hi] | b[lo:hi]]
+        w_in = _with_bias(weight, bias, lo, hi, empty((hi - lo, w.shape[1] + 1), dtype=w.dtype))
     # With both, the product gives the row sums too: out @ [W | 1] = [out @ W | sums].
     sums_from_product = product and bias is not None
     sums = empty(N, dtype=out.dtype)
@@ -93,6 +91,13 @@ def _exp_part(hidden, weight, bias, lo, hi, out, product):
         w_in[:, -1] = 1
         both = out @ w_in  # (N, H + 1)
         return both[:, -1], both[:, :-1]
+
+
+def _with_bias(weight, bias, a, b, into):
+    """``into`` (b - a, H + 1) <- [W[a:b] | bias[a:b]]: the bias as W's last column (see _exp_part)."""
+    into[:, :-1] = weight[a:b]
+    into[:, -1] = bias[a:b]
+    return into
 
 
 def _few_rows_block(n, width, itemsize):
@@ -134,12 +139,7 @@ def _exp_part_few_rows(hidden_t, weight, bias, lo, hi, out, product):
         for a in range(lo, hi, step):
             b = min(a + step, hi)
             z = out_t[a - lo:b - lo]  # (b - a, N)
-            if bias is None:
-                w = weight[a:b]
-            else:  # the bias rides as W's last column (see _exp_part)
-                w = w_in[:b - a]
-                w[:, :-1] = weight[a:b]
-                w[:, -1] = bias[a:b]
+            w = weight[a:b] if bias is None else _with_bias(weight, bias, a, b, w_in[:b - a])
             xp.matmul(w, hidden_t, out=z)
             xp.exp(z, out=z)
             if product:
@@ -193,22 +193,22 @@ def _exp_logits(hidden, weight, bias, targets, product=False, step_scale=None):
     if step_scale is None:
         results = run_parallel(first)
         sums = sum(r[0] for r in results)
+        bad = _bad_rows(sums)
         stepped = False
     else:
-        def meet(done):  # once, when every part's exps are made: the sums, and the step's factors
+        def meet(done):  # once, when every part's exps are made: the sums, bad rows, the step's factors
             sums = sum(r[0] for r in done)
-            ok = not _bad_rows(sums).size
-            return sums, _right(hidden, step_scale / sums, bias is not None) if ok else None
+            bad = _bad_rows(sums)
+            return sums, bad, None if bad.size else _right(hidden, step_scale / sums, bias is not None)
 
         def then(lo, hi, exps, met):
-            right = met[1]
+            right = met[2]
             if right is not None:
                 _weight_side(lo, hi, exps, right, weight, bias, subtract=True)
 
-        results, (sums, right), _ = run_phased(first, meet, [(lambda met, p=p: then(*p, met)) for p in parts])
+        results, (sums, bad, right), _ = run_phased(first, meet, [(lambda met, p=p: then(*p, met)) for p in parts])
         stepped = right is not None
     products = sum(r[1] for r in results) if product else None
-    bad = _bad_rows(sums)
     if bad.size:
         z = hidden[bad] @ weight.T
         if bias is not None:
@@ -318,7 +318,7 @@ def _weight_side(lo, hi, exps, right, w_out, b_out, subtract):
     """
     H = w_out.shape[1]
     N = exps.shape[0]
-    step = hi - lo if N > SMALL_N else _few_rows_block(N, right.shape[1], exps.itemsize)
+    step = hi - lo if N > SMALL_N else _few_rows_block(N, H + 1, exps.itemsize)  # the forward's blocks
     for a in range(lo, hi, step):
         b = min(a + step, hi)
         e_t = exps[:, a - lo:b - lo].T  # (b - a, N)
