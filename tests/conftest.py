@@ -24,8 +24,8 @@ def reddit(data_dir) -> str:
 @pytest.fixture
 def set_threads():
     """rnnlab's thread count, set for one test by ``set_threads(n)`` and restored after it."""
-    from rnnlab import backend
+    from rnnlab import threads
 
-    before = backend.get_num_threads()
-    yield backend.set_num_threads
-    backend.set_num_threads(before)
+    before = threads.get_num_threads()
+    yield threads.set_num_threads
+    threads.set_num_threads(before)

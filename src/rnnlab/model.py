@@ -26,7 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import as_dtype, as_ids, own_threads, rng, xp, zeros
+from .backend import as_dtype, as_ids, rng, xp, zeros
+from .threads import own_threads
 from .cells import RNNSequence, check_bptt
 from .gates import BiasAdd, Embedding, MatMul, add_rows
 from .graph import Node, Tape

@@ -5,7 +5,7 @@ This is where a word-level language model spends its time: three
 gradient, the hidden gradient). Everything else is arranged around them:
 
 * the vocabulary is split into parts, one per rnnlab thread
-  (``backend.run_parallel``); a thread makes its part of the logits in one
+  (``threads.run_parallel``); a thread makes its part of the logits in one
   matrix product (up to ``BLOCK_BYTES`` of logits at a time) and
   exponentiates it in place. Small row blocks would keep the logits in
   cache but cost more than they save: OpenBLAS packs the weight again for
@@ -28,13 +28,14 @@ gradient, the hidden gradient). Everything else is arranged around them:
   that read it while still in cache;
 * with plain SGD the decoder takes its step in the same call to the threads
   as the forward (``LinearSoftmaxCE(sgd_lr=...)``): the threads meet once
-  the row sums are known (``backend.run_phased``) and step their parts, so
+  the row sums are known (``threads.run_phased``) and step their parts, so
   no (V, H) gradient is formed and the calling thread is not woken between;
 * the (N, V) buffers come from ``backend.take`` and are reused once free.
 """
 from __future__ import annotations
 
-from .backend import empty, parallel_parts, run_parallel, run_phased, take, xp, zeros
+from .backend import empty, take, xp, zeros
+from .threads import parallel_parts, run_parallel, run_phased
 from .gates import Gate, add_rows
 
 BLOCK_BYTES = 32 << 20  # logits made by one matrix product, per thread: at most 32 MiB
@@ -64,7 +65,7 @@ def _exp_part(hidden, weight, bias, lo, hi, out, product):
     the row sums (another (N, V) pass saved).
     Returns (row sums of out (N,), and with ``product`` out @ W[lo:hi]
     (N, H), the backward's hidden-side product, made while W[lo:hi] is at
-    hand). Little Python runs here: the two parts' threads share the GIL.
+    hand). Little Python runs here: the parts' threads share the GIL.
     """
     N = hidden.shape[0]
     w = weight[lo:hi]
