@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnlab.checkpoint import check_compatible, load_checkpoint, restore_rng, save_checkpoint
+from rnnlab.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from rnnlab.model import ModelConfig
 from rnnlab.errors import CheckpointError, RnnlabError
 from rnnlab.optim import make_optimizer
@@ -23,11 +23,10 @@ def make_params(seed=0, dtype=np.float64):
     return {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
 
 
-def save(directory, params, *, optimizer=None, step=0, rng=None):
+def save(directory, params, *, optimizer=None, step=0):
     pytest.importorskip("safetensors")
-    rng = rng or np.random.default_rng(7)
     state = {"epoch": 1, "step": step, "tokens": 10 * step, "lr": 0.1,
-             "schedule": {"factor": 0.5, "previous": None}, "rng": rng.bit_generator.state, "position": 3}
+             "schedule": {"factor": 0.5, "previous": None}, "position": 3}
     return save_checkpoint(directory, params=params, config=CONFIG, vocab=VOCAB, optimizer=optimizer,
                            state=state)
 
@@ -71,15 +70,6 @@ def test_without_optimizer(tmp_path):
     save(tmp_path, make_params())
     assert load_checkpoint(tmp_path).optimizer_arrays is None
     assert not list(tmp_path.glob("optimizer-*"))
-
-
-def test_rng_roundtrip_gives_same_draws(tmp_path):
-    rng = np.random.default_rng(42)
-    rng.random(17)
-    save(tmp_path, make_params(), rng=rng)
-    restored = restore_rng(load_checkpoint(tmp_path).state["rng"])
-    np.testing.assert_array_equal(restored.random(10), rng.random(10))
-    np.testing.assert_array_equal(restored.integers(0, 100, 5), rng.integers(0, 100, 5))
 
 
 def test_truncated_tensor_file(tmp_path):

@@ -23,6 +23,8 @@ def test_the_workers_keep_nothing_of_a_finished_call(set_threads):
     """A task's arrays are free once run_parallel returns, so take() can reuse them."""
     set_threads(2)
     buffers = [backend.take((4, 6), np.float32) for _ in range(2)]
+    for b in buffers:
+        b.fill(1.0)  # taken buffers are uninitialised
     refs = [weakref.ref(b) for b in buffers]
     results = threads.run_parallel([lambda b=b: b.sum() for b in buffers])
     del buffers, results

@@ -1,9 +1,15 @@
-"""Composite gates for the recurrence: the tutorial's "big operation unit", fused.
+"""The recurrent cells: composite gates for the recurrence, and the registry of cells.
 
 ``RNNStep`` is one tanh RNN step over a batch; ``RNNSequence`` runs all steps
 of a sequence and owns the BPTT mode of its backward. Both are gates (a
 ``forward`` and a ``backward`` side by side) and are checked in the tests
 against the same computation built from the primitive gates of ``gates.py``.
+
+``CELLS`` is the one registry of cells (name -> ``Cell``): each entry says
+how many gate blocks its weights hold, its parameters' names and shapes, the
+parts of its carried state, its sequence gate and which BPTT modes it
+supports. The model, the trainer, the command line and checkpoints ask it
+and nothing else.
 
 Shapes: T time steps, B sequences in the batch, H hidden units. The input
 ``xin`` is what the input side already contributes to the pre-activation,
@@ -13,6 +19,8 @@ there is an input projection), given as (T*B, H) rows in time-major order.
     s_t = tanh(xin_t + s_{t-1} W_hh^T + b_hh)        s_{-1} = h0
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .backend import empty, xp, zeros
 from .gates import Gate
@@ -50,7 +58,27 @@ def check_bptt(mode, truncate):
         raise ValueError(f"truncate must be an integer >= {low} or None for {mode} BPTT, not {truncate!r}")
 
 
-class RNNSequence(Gate):
+class SequenceGate(Gate):
+    """All T steps of a cell over a batch, with the BPTT mode in its backward.
+
+    ``forward(xin, *state, w_hh, b_hh)``: xin (T*B, G*H), the input side's
+    share of the pre-activations in time-major rows; ``state`` the cell's
+    carried state, one (B, H) array per part; returns the outputs (T*B, H)
+    (the ``h`` of every step) and sets ``self.final``, the state after the
+    last step (a tuple of (B, H) arrays, the initial state when T = 0).
+    ``backward`` returns the gradients of xin, of each state part, of w_hh
+    and of b_hh.
+    """
+
+    def __init__(self, steps, mode="full", truncate=None):
+        check_bptt(mode, truncate)
+        self.steps = steps
+        self.mode = mode
+        self.truncate = truncate
+        self.final = None
+
+
+class RNNSequence(SequenceGate):
     """All T steps: xin (T*B, H), h0 (B, H), W_hh (H, H), b_hh (H,) or None -> states (T*B, H).
 
     The backward implements three BPTT modes (``truncate`` = K):
@@ -67,12 +95,6 @@ class RNNSequence(Gate):
       recomputed and no one-hot vector appears.
     """
 
-    def __init__(self, steps, mode="full", truncate=None):
-        check_bptt(mode, truncate)
-        self.steps = steps
-        self.mode = mode
-        self.truncate = truncate
-
     def forward(self, xin, h0, w_hh, b_hh):
         T = self.steps
         B, H = h0.shape
@@ -87,6 +109,7 @@ class RNNSequence(Gate):
                 pre += b_hh
             xp.tanh(pre, out=pre)
             h = pre
+        self.final = (h.copy(),)  # a copy: the final state must not keep the (T, B, H) states alive
         return states.reshape(T * B, H), (h0, w_hh, states, b_hh is not None)
 
     def backward(self, saved, d_states):
@@ -136,3 +159,87 @@ class RNNSequence(Gate):
         # lags that appear at step 0.
         dh0 = dpre[0] @ w_hh
         return dpre, dh0
+
+
+# -- the registry ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What the rest of rnnlab knows of a recurrent cell.
+
+    Layer k's parameters are named as in PyTorch's ``nn.RNN`` / ``nn.GRU`` /
+    ``nn.LSTM``: ``rnn.weight_ih_l{k}`` (G*H, I), ``rnn.weight_hh_l{k}``
+    (G*H, H), ``rnn.bias_ih_l{k}`` and ``rnn.bias_hh_l{k}`` (G*H,), with G
+    = ``gates``. The carried state is one (num_layers, B, H) array per entry
+    of ``state``; the model hands it out as that array for a one-part state
+    (the tanh RNN's ``hidden``) and as a tuple otherwise (an LSTM's (h, c)),
+    as PyTorch does.
+    """
+
+    name: str
+    gates: int  # blocks of H rows in weight_ih and weight_hh
+    state: tuple  # names of the carried state's parts
+    sequence: type  # a SequenceGate: sequence(T, mode, truncate)
+    bptt_modes: tuple  # the BPTT modes its sequence gate implements (window: for one layer only)
+    summary: str  # one line for the command line's help
+
+    def param_shapes(self, layer, input_size, hidden_size, bias) -> dict:
+        """Layer ``layer``'s parameters: name -> shape. ``input_size`` None: the layer takes
+        its input as the pre-activation itself (no weight_ih; the tutorial's U x as an embedding row)."""
+        rows = self.gates * hidden_size
+        shapes = {}
+        if input_size is not None:
+            shapes[f"rnn.weight_ih_l{layer}"] = (rows, input_size)
+        shapes[f"rnn.weight_hh_l{layer}"] = (rows, hidden_size)
+        if bias:
+            shapes[f"rnn.bias_ih_l{layer}"] = (rows,)
+            shapes[f"rnn.bias_hh_l{layer}"] = (rows,)
+        return shapes
+
+    def check_bptt(self, mode, truncate, num_layers) -> None:
+        """``ValueError`` unless this cell runs BPTT ``mode`` with ``truncate`` at ``num_layers`` layers."""
+        check_bptt(mode, truncate)
+        if mode not in self.bptt_modes:
+            raise ValueError(f"the {self.name} cell has no {mode} BPTT; choose from: {', '.join(self.bptt_modes)}")
+        if mode == "window" and num_layers > 1:
+            raise ValueError("window BPTT is the tutorial's one-layer rule; use chunk or full BPTT "
+                             "with several layers")
+
+    def zero_state(self, num_layers, batch, hidden_size, dtype) -> tuple:
+        """The initial carried state: zeros, one (num_layers, batch, H) array per part."""
+        return tuple(zeros((num_layers, batch, hidden_size), dtype=dtype) for _ in self.state)
+
+    def parts(self, hidden, num_layers, batch, hidden_size, dtype) -> tuple:
+        """The carried state as given to the model (an array, a tuple, or None for zeros) -> its parts,
+        checked against the shape (num_layers, batch, H)."""
+        if hidden is None:
+            return self.zero_state(num_layers, batch, hidden_size, dtype)
+        given = (hidden,) if len(self.state) == 1 else tuple(hidden)
+        shape = (num_layers, batch, hidden_size)
+        if len(given) != len(self.state):
+            raise ValueError(f"the {self.name} cell carries {len(self.state)} state arrays "
+                             f"({', '.join(self.state)}), not {len(given)}")
+        parts = tuple(xp.asarray(part, dtype=dtype) for part in given)
+        for name, part in zip(self.state, parts):
+            if part.shape != shape:
+                raise ValueError(f"hidden must be shaped {shape}, not {part.shape}" if len(parts) == 1
+                                 else f"state {name} must be shaped {shape}, not {part.shape}")
+        return parts
+
+    def hidden(self, parts):
+        """The carried state as the model hands it out: the array itself for a one-part state, else a tuple."""
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+CELLS = {
+    "rnn": Cell("rnn", gates=1, state=("h",), sequence=RNNSequence, bptt_modes=BPTT_MODES,
+                summary="tanh RNN, the tutorial's: h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh)"),
+}
+
+
+def get_cell(name) -> Cell:
+    """The registry's entry for ``name``; ``ValueError`` naming the choices otherwise."""
+    if name not in CELLS:
+        raise ValueError(f"cell {name!r} is not available; choose from: {', '.join(CELLS)}")
+    return CELLS[name]

@@ -75,8 +75,7 @@ def save_checkpoint(directory, *, params: dict[str, np.ndarray], config: dict, v
     ``params``: name -> float32/float64 array of any shape. ``optimizer``: the
     ``(arrays, meta)`` of ``Optimizer.state_dict()`` or None. ``config``,
     ``vocab`` and ``state`` must be JSON-able (numpy scalars are converted);
-    ``state`` holds epoch, step, tokens seen, lr, schedule state, the
-    generator's ``bit_generator.state`` and the data position.
+    ``state`` is the trainer's position and settings (``train.TrainState``).
     """
     st = _safetensors()
     directory = Path(directory)
@@ -199,17 +198,3 @@ def check_compatible(checkpoint: Checkpoint, expected_shapes: dict[str, tuple], 
             where = f" (first difference: {keys[0]!r})" if keys else ""
             raise CheckpointError(f"the checkpoint's vocabulary differs from the given one{where}")
 
-
-def restore_rng(state: dict) -> np.random.Generator:
-    """A generator continuing from a saved ``Generator.bit_generator.state`` dict."""
-    known = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "MT19937": np.random.MT19937,
-             "Philox": np.random.Philox, "SFC64": np.random.SFC64}
-    kind = state.get("bit_generator") if isinstance(state, dict) else None
-    if kind not in known:
-        raise CheckpointError(f"unknown random generator state {kind!r}")
-    bit_generator = known[kind]()
-    try:
-        bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"bad random generator state: {e}") from None
-    return np.random.Generator(bit_generator)

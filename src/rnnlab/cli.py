@@ -13,9 +13,11 @@ import os
 import sys
 import warnings
 
+from .backend import DTYPES
+from .cells import BPTT_MODES, CELLS
+from .data.prepare import FORMATS, SENTENCE_FORMATS
 from .errors import RnnlabError
-
-FORMATS = ("csv", "text", "tokens", "chars")
+from .optim import OPTIMIZERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: csv for *.csv, else text")
     p.add_argument("--vocab-size", type=natural, metavar="N",
                    help="vocabulary size including the unknown token; 0 = every distinct token (default 0)")
-    p.add_argument("--cell", choices=("rnn",), help="recurrent cell (default rnn: tanh)")
+    p.add_argument("--cell", choices=tuple(CELLS),
+                   help="recurrent cell (default rnn): " + "; ".join(f"{c.name}: {c.summary}" for c in CELLS.values()))
     p.add_argument("--hidden", type=positive, metavar="H", help="hidden size")
     p.add_argument("--embed", type=natural, metavar="E",
                    help="embedding size; 0 = no embedding layer (the tutorial's one-hot input, size H)")
@@ -96,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "= the tutorial's one sentence per step, in corpus order")
     p.add_argument("--bptt", type=positive, metavar="K",
                    help="BPTT length: window/chunk length in sentence mode, chunk length in stream mode")
-    p.add_argument("--bptt-mode", choices=("window", "chunk", "full"),
+    p.add_argument("--bptt-mode", choices=BPTT_MODES,
                    help="window: the tutorial's (each loss reaches K steps back); chunk: gradient cut every "
                         "K steps; full: through the whole sentence or chunk")
-    p.add_argument("--optimizer", choices=("sgd", "momentum", "adagrad", "adam"), help="optimizer")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help="optimizer (momentum: SGD with momentum 0.9)")
     p.add_argument("--lr", type=_float_at_least(0.0), metavar="X",
                    help="learning rate (halved whenever the training loss rises, the tutorial's rule); "
                         "with --resume it replaces the saved rate")
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-fraction", type=_float_at_least(0.0, 1.0), metavar="F",
                    help="last fraction of the corpus held out for validation; 0 = none (default 0.1)")
     p.add_argument("--seed", type=natural, metavar="S", help="seed of the initialisation and batch order (default 0)")
-    p.add_argument("--dtype", choices=("float32", "float64"), help="parameter dtype (default float32)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), help="parameter dtype (default float32)")
     p.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in DIR exactly where it stopped")
     p.add_argument("--force", action="store_true", help="replace a checkpoint already in DIR")
@@ -195,7 +198,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .data.prepare import SENTENCE_FORMATS, prepare_corpus
+    from .data.prepare import prepare_corpus
     from .train import evaluate, load_trained, perplexity
 
     run = load_trained(args.dir)
@@ -223,7 +226,7 @@ def cmd_generate(args) -> int:
     run = load_trained(args.dir)
     texts = generate(run.model, run.vocab, run.format, n=args.n, temperature=args.temperature,
                      top_k=args.top_k, prompt=args.prompt, max_length=args.max_length, seed=args.seed)
-    stream = run.format not in ("csv", "text")
+    stream = run.format not in SENTENCE_FORMATS
     for i, text in enumerate(texts):
         if stream and i:
             print()

@@ -1,23 +1,32 @@
-"""LanguageModel: embedding -> recurrent layers -> decoder with softmax.
+"""LanguageModel: embedding -> recurrent layers -> output layer.
 
-The forward pass records three kinds of gate on a tape (``graph.Tape``):
+The forward pass records gates on a tape (``graph.Tape``):
 
-    ids (T, B) --Embedding--> (T*B, E|H) --[MatMul W_ih]--[BiasAdd b_ih]--RNNSequence--> ... layers
-        --> states (T*B, H) --LinearSoftmaxCE (decoder, targets, weights)--> mean loss
+    ids (T, B) --Embedding--> (T*B, E|H) --[MatMul W_ih]--[BiasAdd b_ih]--cell's sequence gate--> ... layers
+        --> states (T*B, H) --output layer's loss gate (targets, weights)--> loss
 
-and ``tape.backward`` returns every parameter's gradient. The computation is
-a pure function of the parameters and a batch (``loss_and_grads``), so a
-data-parallel trainer can wrap it with an allreduce of the gradients.
+and ``tape.backward`` returns every parameter's gradient. The cell comes from
+the registry ``cells.CELLS`` and the output layer from ``output.OUTPUT_LAYERS``:
+nothing here knows which cell or output layer it runs. The same layer loop
+(``_forward``) serves training (parameters as nodes whose gradients are
+wanted) and evaluation (parameters as constants: nothing is recorded).
+
+``loss_and_grads`` is a pure function of the parameters and a batch, so a
+data-parallel trainer can wrap it with an allreduce of the gradients (with
+``reduction="sum"`` and its own divisor: the global count of targets).
+``sgd_step`` is the fused plain SGD step, an optimisation for one process.
 
 Parameters are named as in PyTorch's word_language_model, so they move to
 and from ``nn.Embedding`` + ``nn.RNN`` + ``nn.Linear`` unchanged:
 
-    encoder.weight     (V, E), or (V, H) when embed_size is None (the tutorial's U^T)
-    rnn.weight_ih_l{k} (H, E) for k = 0 (absent when embed_size is None), (H, H) above
-    rnn.weight_hh_l{k} (H, H)
-    rnn.bias_ih_l{k}, rnn.bias_hh_l{k} (H,)      (absent with bias=False)
+    encoder.weight     (V, E), or (V, G*H) when embed_size is None (the tutorial's U^T)
+    rnn.weight_ih_l{k} (G*H, E) for k = 0 (absent when embed_size is None), (G*H, H) above
+    rnn.weight_hh_l{k} (G*H, H)
+    rnn.bias_ih_l{k}, rnn.bias_hh_l{k} (G*H,)    (absent with bias=False)
     decoder.weight     (V, H)                     (the tutorial's V)
     decoder.bias       (V,)                       (absent with bias=False)
+
+with G the cell's number of gate blocks (1 for the tanh RNN).
 """
 from __future__ import annotations
 
@@ -26,14 +35,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import as_dtype, as_ids, rng, xp, zeros
-from .threads import own_threads
-from .cells import RNNSequence, check_bptt
+from .backend import as_dtype, as_ids, rng, xp
+from .cells import CELLS, Cell, get_cell
 from .gates import BiasAdd, Embedding, MatMul, add_rows
-from .graph import Node, Tape
-from .output import LinearSoftmaxCE, log_probs, nll_rows
-
-CELLS = ("rnn",)
+from .graph import Tape
+from .output import OUTPUT_LAYERS, OutputLayer, make_output_layer
+from .threads import own_threads
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class ModelConfig:
     num_layers: int = 1
     bias: bool = True
     dtype: str = "float32"
+    softmax: str = "full"
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers"):
@@ -53,8 +61,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if self.embed_size is not None and (not isinstance(self.embed_size, (int, np.integer)) or self.embed_size < 1):
             raise ValueError(f"embed_size must be a positive integer or None, not {self.embed_size!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell {self.cell!r} is not available; choose from: {', '.join(CELLS)}")
+        get_cell(self.cell)
+        if self.softmax not in OUTPUT_LAYERS:
+            raise ValueError(f"softmax {self.softmax!r} is not available; choose from: {', '.join(OUTPUT_LAYERS)}")
         as_dtype(self.dtype)
 
     def to_dict(self) -> dict:
@@ -65,20 +74,21 @@ class ModelConfig:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
+    @property
+    def cell_type(self) -> Cell:
+        """The cell's registry entry."""
+        return CELLS[self.cell]
+
+    def output_layer(self) -> OutputLayer:
+        return make_output_layer(self.softmax, self.vocab_size, self.hidden_size, self.bias)
+
     def param_shapes(self) -> dict[str, tuple]:
-        """Every parameter's name and shape, in a fixed order."""
-        V, H, E = self.vocab_size, self.hidden_size, self.embed_size
-        shapes = {"encoder.weight": (V, E if E is not None else H)}
+        """Every parameter's name and shape, in a fixed order: encoder, layers, output layer."""
+        cell, H, E = self.cell_type, self.hidden_size, self.embed_size
+        shapes = {"encoder.weight": (self.vocab_size, E if E is not None else cell.gates * H)}
         for k in range(self.num_layers):
-            if k > 0 or E is not None:
-                shapes[f"rnn.weight_ih_l{k}"] = (H, E if k == 0 else H)
-            shapes[f"rnn.weight_hh_l{k}"] = (H, H)
-            if self.bias:
-                shapes[f"rnn.bias_ih_l{k}"] = (H,)
-                shapes[f"rnn.bias_hh_l{k}"] = (H,)
-        shapes["decoder.weight"] = (V, H)
-        if self.bias:
-            shapes["decoder.bias"] = (V,)
+            shapes.update(cell.param_shapes(k, E if k == 0 else H, H, self.bias))
+        shapes.update(self.output_layer().param_shapes())
         return shapes
 
 
@@ -88,30 +98,27 @@ def init_params(config: ModelConfig, seed=0) -> dict[str, np.ndarray]:
     Without an embedding layer the tutorial's rule (+-sqrt(1/n), n the
     incoming connections: V for the encoder, H for the rest); with one,
     word_language_model's (+-0.1 for encoder and decoder, +-1/sqrt(H) in
-    the recurrence as nn.RNN does). Biases of the decoder start at zero.
+    the recurrence as nn.RNN does). The output layer's biases start at zero.
+    Drawn in the order of ``param_shapes``.
     """
     gen = rng(seed)
     dtype = as_dtype(config.dtype)
     H = config.hidden_size
-    params = {}
-    for name, shape in config.param_shapes().items():
-        if name == "decoder.bias":
-            params[name] = zeros(shape, dtype=dtype)
-            continue
+    tutorial = config.embed_size is None
+    encoder_bound = np.sqrt(1.0 / config.vocab_size) if tutorial else 0.1
+    shapes = config.param_shapes()
+    params = {"encoder.weight": gen.uniform(-encoder_bound, encoder_bound, shapes["encoder.weight"]).astype(dtype)}
+    for name, shape in shapes.items():
         if name.startswith("rnn."):
-            bound = 1.0 / np.sqrt(H)
-        elif config.embed_size is None:
-            bound = np.sqrt(1.0 / (config.vocab_size if name == "encoder.weight" else H))
-        else:
-            bound = 0.1
-        params[name] = gen.uniform(-bound, bound, shape).astype(dtype)
+            params[name] = gen.uniform(-1.0 / np.sqrt(H), 1.0 / np.sqrt(H), shape).astype(dtype)
+    params.update(config.output_layer().init_params(gen, dtype, np.sqrt(1.0 / H) if tutorial else 0.1))
     return params
 
 
 class LossAndGrads(NamedTuple):
-    loss: float  # mean cross-entropy in nats over the unmasked targets
+    loss: float  # mean cross-entropy in nats over the unmasked targets (or their sum)
     grads: dict  # same keys and shapes as params
-    hidden: np.ndarray  # final hidden state (num_layers, B, H), to carry into the next call
+    hidden: object  # the final carried state, to carry into the next call: (num_layers, B, H) for the tanh RNN
 
 
 def _as_batch(inputs, targets=None, mask=None):
@@ -132,19 +139,35 @@ def _as_batch(inputs, targets=None, mask=None):
     return inputs, targets, mask
 
 
-def _initial_hidden(config, batch, hidden, dtype):
-    shape = (config.num_layers, batch, config.hidden_size)
-    if hidden is None:
-        return zeros(shape, dtype=dtype)
-    hidden = xp.asarray(hidden, dtype=dtype)
-    if hidden.shape != shape:
-        raise ValueError(f"hidden must be shaped {shape}, not {hidden.shape}")
-    return hidden
-
-
 def _check_ids(ids, vocab_size, what):
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
         raise ValueError(f"{what} must lie in [0, {vocab_size}), found {ids.min()}..{ids.max()}")
+
+
+def _start_state(config, batch, hidden, dtype) -> tuple:
+    """The carried state as given (None: zeros) -> the cell's parts, each (num_layers, B, H)."""
+    return config.cell_type.parts(hidden, config.num_layers, batch, config.hidden_size, dtype)
+
+
+def _forward(tape, nodes, config, x, state, T, bptt="full", truncate=None):
+    """The recurrent layers, written once: x (T*B, E|G*H) node -> (top states (T*B, H) node, final parts).
+
+    ``nodes`` maps parameter names to nodes (constants when nothing is to be
+    learned: then nothing is recorded); ``state`` is the cell's parts, each
+    (num_layers, B, H). The final parts are (num_layers, B, H) each.
+    """
+    cell = config.cell_type
+    finals = []
+    for k in range(config.num_layers):
+        if f"rnn.weight_ih_l{k}" in nodes:
+            x = tape.apply(MatMul(), x, nodes[f"rnn.weight_ih_l{k}"])
+        if config.bias:
+            x = tape.apply(BiasAdd(), x, nodes[f"rnn.bias_ih_l{k}"])
+        sequence = cell.sequence(T, bptt, truncate)
+        x = tape.apply(sequence, x, *(part[k] for part in state), nodes[f"rnn.weight_hh_l{k}"],
+                       nodes.get(f"rnn.bias_hh_l{k}"))
+        finals.append(sequence.final)
+    return x, tuple(xp.stack(layers) for layers in zip(*finals))
 
 
 def loss_and_grads(params, config: ModelConfig, inputs, targets, *, mask=None, bptt="full",
@@ -152,71 +175,71 @@ def loss_and_grads(params, config: ModelConfig, inputs, targets, *, mask=None, b
     """Cross-entropy of ``targets`` given ``inputs`` and its gradient, by BPTT.
 
     inputs, targets: token ids (T, B); mask: (T, B), nonzero where a target
-    counts; hidden: (num_layers, B, H) initial state or None for zeros.
-    ``bptt`` is "full", "chunk" or "window" with ``truncate`` steps (see
-    ``cells.RNNSequence``). ``reduction`` "mean" averages over the unmasked
-    targets, "sum" adds them (the tutorial's ``bptt``). A pure function of its
-    arguments.
+    counts; hidden: the carried state ((num_layers, B, H) for the tanh RNN)
+    or None for zeros. ``bptt`` is "full", "chunk" or "window" with
+    ``truncate`` steps (see ``cells.RNNSequence``). ``reduction`` "mean"
+    averages over the unmasked targets, "sum" adds them (the tutorial's
+    ``bptt``). A pure function of its arguments.
     """
     with own_threads():
-        run = _run(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, LinearSoftmaxCE())
+        run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction)
         grads = {name: node.grad if node.grad is not None else xp.zeros_like(node.value)
                  for name, node in run.nodes.items()}
-    return LossAndGrads(float(run.loss.value), grads, run.final)
+    return LossAndGrads(run.loss, grads, run.final)
 
 
 def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bptt="full",
-             truncate=None, hidden=None, reduction="mean") -> tuple[float, np.ndarray]:
+             truncate=None, hidden=None, reduction="mean") -> tuple[float, object]:
     """``loss_and_grads`` then ``params[k] -= lr * grads[k]`` for every k, fused; updates in place.
 
     Returns (loss, final hidden). The same step as plain SGD on the gradients
     (checked in the tests), taken without forming the large gradients: the
-    decoder steps a vocabulary part per thread, in the same call to the
-    threads as its forward, once the softmax's row sums are known
-    (``LinearSoftmaxCE(sgd_lr=lr)``), and the encoder only at the rows of
-    the batch's input tokens.
+    output layer steps its own parameters inside its forward (for the full
+    softmax, a vocabulary part per thread, once the softmax's row sums are
+    known), and the encoder only at the rows of the batch's input tokens.
+    Needs an output layer with ``fused_sgd``.
     """
     if not (isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr) and lr >= 0):
         raise ValueError(f"learning rate must be a finite number >= 0, not {lr!r}")
     with own_threads():
-        run = _run(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction,
-                   LinearSoftmaxCE(sgd_lr=float(lr)))
+        run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, sgd_lr=float(lr))
         for name, node in run.nodes.items():
-            if node.grad is None:  # the decoder (stepped by its gate), or no steps
+            if node.grad is None:  # stepped by the output layer, or no steps
                 continue
-            if name == "encoder.weight":  # the gathered rows' gradient, one row per input token
+            if node is run.encoder_rows:  # the gathered rows' gradient, one row per input token
                 add_rows(params[name], run.ids, node.grad * -lr)
             else:
                 params[name] -= lr * node.grad
-    return float(run.loss.value), run.final
+    return run.loss, run.final
 
 
-class _Run(NamedTuple):
+class _TapeRun(NamedTuple):
     nodes: dict  # parameter name -> Node, its .grad filled by the backward
-    loss: Node
-    final: np.ndarray  # (num_layers, B, H)
+    loss: float
+    final: object  # the final carried state, as the model hands it out
     ids: np.ndarray  # the input ids (T*B,)
+    encoder_rows: object  # with sgd_lr: the node of the gathered encoder rows (T*B, E|G*H), else None
 
 
-def _run(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, decoder):
-    """The forward pass on a tape, ending in the ``decoder`` gate (a ``LinearSoftmaxCE``), and the backward.
+def _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, sgd_lr=None):
+    """The forward pass on a tape, ending in the output layer's loss, and the backward.
 
-    With ``decoder.sgd_lr`` set (``sgd_step``) the encoder's node holds the
-    gathered rows (T*B, E|H) instead of the table, so that its gradient stays
-    one row per input token.
+    With ``sgd_lr`` (``sgd_step``) the output layer steps its parameters in
+    its forward, and the encoder's node holds the gathered rows (T*B, E|G*H)
+    instead of the table, so that its gradient stays one row per input token.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
-    check_bptt(bptt, truncate)
-    if bptt == "window" and config.num_layers > 1:
-        raise ValueError("window BPTT is the tutorial's one-layer semantics; use chunk or full "
-                         "with several layers")
+    config.cell_type.check_bptt(bptt, truncate, config.num_layers)
+    output = config.output_layer()
+    if sgd_lr is not None and not output.fused_sgd:
+        raise ValueError(f"the {config.softmax} output layer has no fused SGD step; use loss_and_grads")
     inputs, targets, mask = _as_batch(inputs, targets, mask)
     _check_ids(inputs, config.vocab_size, "inputs")
     _check_ids(targets, config.vocab_size, "targets")
-    dtype = params["decoder.weight"].dtype
+    dtype = params["encoder.weight"].dtype
     T, B = inputs.shape
-    h0 = _initial_hidden(config, B, hidden, dtype)
+    state = _start_state(config, B, hidden, dtype)
     if mask is None:
         weights = xp.ones(T * B, dtype=dtype)
     else:
@@ -227,58 +250,45 @@ def _run(params, config, inputs, targets, mask, bptt, truncate, hidden, reductio
     tape = Tape()
     nodes = {name: tape.param(value, name) for name, value in params.items()}
     ids = inputs.reshape(-1)
-    if decoder.sgd_lr is None:
+    rows = None
+    if sgd_lr is None:
         x = tape.apply(Embedding(), nodes["encoder.weight"], ids)
     else:
-        x = nodes["encoder.weight"] = tape.param(params["encoder.weight"][ids], "encoder rows")
-    finals = []
-    for k in range(config.num_layers):
-        if f"rnn.weight_ih_l{k}" in nodes:
-            x = tape.apply(MatMul(), x, nodes[f"rnn.weight_ih_l{k}"])
-        if config.bias:
-            x = tape.apply(BiasAdd(), x, nodes[f"rnn.bias_ih_l{k}"])
-        x = tape.apply(RNNSequence(T, bptt, truncate), x, h0[k], nodes[f"rnn.weight_hh_l{k}"],
-                       nodes.get(f"rnn.bias_hh_l{k}"))
-        finals.append(x.value[(T - 1) * B:].copy() if T else h0[k])
-    loss = tape.apply(decoder, x, nodes["decoder.weight"], nodes.get("decoder.bias"),
-                      targets.reshape(-1), weights)
+        x = rows = nodes["encoder.weight"] = tape.param(params["encoder.weight"][ids], "encoder rows")
+    top, final = _forward(tape, nodes, config, x, state, T, bptt, truncate)
+    loss = output.loss(tape, top, nodes, targets.reshape(-1), weights, sgd_lr)
     if T:
         tape.backward(loss)
-    return _Run(nodes, loss, xp.stack(finals), ids)
+    return _TapeRun(nodes, float(loss.value), config.cell_type.hidden(final), ids, rows)
 
 
 def top_states(params, config: ModelConfig, inputs, hidden=None):
-    """Forward only: the top layer's states (T*B, H) and the final hidden (num_layers, B, H)."""
+    """Forward only: the top layer's states (T*B, H) and the final carried state."""
     T, B = inputs.shape
-    dtype = params["decoder.weight"].dtype
-    h0 = _initial_hidden(config, B, hidden, dtype)
-    x = params["encoder.weight"][inputs.reshape(-1)]
-    finals = []
-    for k in range(config.num_layers):
-        if f"rnn.weight_ih_l{k}" in params:
-            x = x @ params[f"rnn.weight_ih_l{k}"].T
-        if config.bias:
-            x = x + params[f"rnn.bias_ih_l{k}"]
-        x, _ = RNNSequence(T).forward(x, h0[k], params[f"rnn.weight_hh_l{k}"],
-                                      params.get(f"rnn.bias_hh_l{k}"))
-        finals.append(x[(T - 1) * B:].copy() if T else h0[k])
-    return x, xp.stack(finals)
+    state = _start_state(config, B, hidden, params["encoder.weight"].dtype)
+    tape = Tape()
+    nodes = {name: tape.constant(value, name) for name, value in params.items()}
+    x = tape.apply(Embedding(), nodes["encoder.weight"], inputs.reshape(-1))
+    top, final = _forward(tape, nodes, config, x, state, T)
+    return top.value, config.cell_type.hidden(final)
 
 
 class LanguageModel:
     """A recurrent language model; see the module docstring for the parameters."""
 
     def __init__(self, vocab_size, hidden_size, *, embed_size=None, cell="rnn", num_layers=1,
-                 bias=True, dtype="float32", seed=0):
+                 bias=True, dtype="float32", softmax="full", seed=0):
         self.config = ModelConfig(vocab_size, hidden_size, embed_size, cell, num_layers, bias,
-                                  as_dtype(dtype).name)
+                                  as_dtype(dtype).name, softmax)
         self.params = init_params(self.config, seed)
+        self.output = self.config.output_layer()
 
     @classmethod
     def from_config(cls, config: ModelConfig | dict, params=None, seed=0) -> "LanguageModel":
         config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         model = cls.__new__(cls)
         model.config = config
+        model.output = config.output_layer()
         if params is None:
             model.params = init_params(config, seed)
         else:
@@ -310,9 +320,10 @@ class LanguageModel:
         return self.config.hidden_size
 
     def init_hidden(self, batch_size):
-        """Zeros (num_layers, batch_size, H)."""
-        return zeros((self.config.num_layers, batch_size, self.config.hidden_size),
-                     dtype=as_dtype(self.config.dtype))
+        """The zero carried state: (num_layers, batch_size, H) for the tanh RNN, one such array per part."""
+        c = self.config
+        return c.cell_type.hidden(c.cell_type.zero_state(c.num_layers, batch_size, c.hidden_size,
+                                                         as_dtype(c.dtype)))
 
     def loss_and_grads(self, inputs, targets, *, mask=None, bptt="full", truncate=None,
                        hidden=None, reduction="mean") -> LossAndGrads:
@@ -321,7 +332,7 @@ class LanguageModel:
                               truncate=truncate, hidden=hidden, reduction=reduction)
 
     def sgd_step(self, inputs, targets, lr, *, mask=None, bptt="full", truncate=None, hidden=None,
-                 reduction="mean") -> tuple[float, np.ndarray]:
+                 reduction="mean") -> tuple[float, object]:
         """One plain SGD step in place; see the module-level ``sgd_step``. Returns (loss, final hidden)."""
         return sgd_step(self.params, self.config, inputs, targets, lr, mask=mask, bptt=bptt,
                         truncate=truncate, hidden=hidden, reduction=reduction)
@@ -331,7 +342,7 @@ class LanguageModel:
         inputs, _, _ = _as_batch(inputs)
         _check_ids(inputs, self.config.vocab_size, "inputs")
         states, final = top_states(self.params, self.config, inputs, hidden)
-        logp = log_probs(states, self.params["decoder.weight"], self.params.get("decoder.bias"))
+        logp = self.output.log_probs(self.params, states)
         return logp.reshape(*inputs.shape, self.config.vocab_size), final
 
     def nll(self, inputs, targets, *, hidden=None):
@@ -344,8 +355,7 @@ class LanguageModel:
         _check_ids(targets, self.config.vocab_size, "targets")
         with own_threads():
             states, final = top_states(self.params, self.config, inputs, hidden)
-            nll = nll_rows(states, self.params["decoder.weight"], self.params.get("decoder.bias"),
-                           targets.reshape(-1))
+            nll = self.output.nll(self.params, states, targets.reshape(-1))
         return nll.reshape(inputs.shape), final
 
     def evaluate(self, inputs, targets, *, mask=None, hidden=None):
@@ -368,4 +378,4 @@ class LanguageModel:
         c = self.config
         return (f"LanguageModel(vocab_size={c.vocab_size}, hidden_size={c.hidden_size}, "
                 f"embed_size={c.embed_size}, cell={c.cell!r}, num_layers={c.num_layers}, "
-                f"bias={c.bias}, dtype={c.dtype!r})")
+                f"bias={c.bias}, dtype={c.dtype!r}, softmax={c.softmax!r})")

@@ -1,6 +1,7 @@
-"""The output layer: decoder projection, softmax and cross-entropy, fused.
+"""Output layers: the interface (``OutputLayer``), and the full softmax (``FullSoftmax``) with its
+fused gate (``LinearSoftmaxCE``: decoder projection, softmax and cross-entropy).
 
-This is where a word-level language model spends its time: three
+The output layer is where a word-level language model spends its time: three
 (N, H) x (H, V) sized matrix products per batch (logits, the decoder's
 gradient, the hidden gradient). Everything else is arranged around them:
 
@@ -372,3 +373,86 @@ def log_probs(hidden, weight, bias):
     z -= z.max(axis=1, keepdims=True)
     z -= xp.log(xp.exp(z).sum(axis=1, keepdims=True))
     return z
+
+
+# -- the output-layer interface -----------------------------------------------------
+
+
+class OutputLayer:
+    """What the model asks of the layer at its top; ``OUTPUT_LAYERS`` maps names to them.
+
+    * ``param_shapes()``: its parameters, name -> shape, in a fixed order;
+    * ``init_params(gen, dtype, bound)``: their initial values;
+    * ``loss(tape, hidden, nodes, targets, weights, sgd_lr=None)``: records the
+      training loss ``sum_i weights[i] * -log p(targets[i] | hidden[i])`` on
+      ``tape`` and returns its node; hidden (N, H) is a node, ``nodes`` maps
+      parameter names to nodes; with ``sgd_lr`` (only where ``fused_sgd``)
+      the layer also takes the plain SGD step of its own parameters in
+      place, and their nodes get no gradient;
+    * ``nll(params, hidden, targets)``: forward only, -log p(target) per row (N,);
+    * ``log_probs(params, hidden)``: forward only, (N, V), formed only on request.
+    """
+
+    fused_sgd = False
+
+    def param_shapes(self) -> dict:
+        raise NotImplementedError
+
+    def init_params(self, gen, dtype, bound) -> dict:
+        raise NotImplementedError
+
+    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None):
+        raise NotImplementedError
+
+    def nll(self, params, hidden, targets):
+        raise NotImplementedError
+
+    def log_probs(self, params, hidden):
+        raise NotImplementedError
+
+
+class FullSoftmax(OutputLayer):
+    """Softmax over the whole vocabulary: ``decoder.weight`` (V, H) and, with ``bias``,
+    ``decoder.bias`` (V,), named as word_language_model's ``nn.Linear`` decoder.
+
+    Training runs the fused ``LinearSoftmaxCE``, which can take the SGD step
+    of the decoder inside its forward (``fused_sgd``).
+    """
+
+    fused_sgd = True
+
+    def __init__(self, vocab_size, hidden_size, bias=True):
+        self.vocab_size, self.hidden_size, self.bias = vocab_size, hidden_size, bias
+
+    def param_shapes(self) -> dict:
+        shapes = {"decoder.weight": (self.vocab_size, self.hidden_size)}
+        if self.bias:
+            shapes["decoder.bias"] = (self.vocab_size,)
+        return shapes
+
+    def init_params(self, gen, dtype, bound) -> dict:
+        """The weight uniform in [-bound, bound], the bias at zero."""
+        params = {"decoder.weight": gen.uniform(-bound, bound, (self.vocab_size, self.hidden_size)).astype(dtype)}
+        if self.bias:
+            params["decoder.bias"] = zeros(self.vocab_size, dtype=dtype)
+        return params
+
+    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None):
+        return tape.apply(LinearSoftmaxCE(sgd_lr), hidden, nodes["decoder.weight"], nodes.get("decoder.bias"),
+                          targets, weights)
+
+    def nll(self, params, hidden, targets):
+        return nll_rows(hidden, params["decoder.weight"], params.get("decoder.bias"), targets)
+
+    def log_probs(self, params, hidden):
+        return log_probs(hidden, params["decoder.weight"], params.get("decoder.bias"))
+
+
+OUTPUT_LAYERS = {"full": FullSoftmax}
+
+
+def make_output_layer(name, vocab_size, hidden_size, bias) -> OutputLayer:
+    """The output layer called ``name`` for this vocabulary and hidden size; ``ValueError`` if unknown."""
+    if name not in OUTPUT_LAYERS:
+        raise ValueError(f"softmax {name!r} is not available; choose from: {', '.join(OUTPUT_LAYERS)}")
+    return OUTPUT_LAYERS[name](vocab_size, hidden_size, bias)

@@ -62,19 +62,22 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import JSON_NAME, check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import JSON_NAME, Checkpoint, check_compatible, load_checkpoint, save_checkpoint
 from .atomic import atomic_write
+from .backend import DTYPES
+from .cells import get_cell
 from .data.batching import batchify, num_stream_chunks, sentence_batches, stream_chunks
 from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, split_corpus
 from .data.vocab import Vocab
 from .errors import CheckpointError, DataError, RnnlabError
 from .model import LanguageModel, ModelConfig
-from .optim import SGD, LossHalvingSchedule, clip_grad_norm, make_optimizer
+from .optim import OPTIMIZERS, SGD, LossHalvingSchedule, Optimizer, clip_grad_norm, make_optimizer
 from .plot import plot_losses
 
 METRICS_NAME, PLOT_NAME, VOCAB_NAME = "metrics.jsonl", "loss.png", "vocab.json"
@@ -163,19 +166,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= {low:g}, not {value!r}")
         if not (isinstance(self.valid_fraction, (int, float)) and 0.0 <= self.valid_fraction < 1.0):
             raise ValueError(f"valid-fraction must be in [0, 1), not {self.valid_fraction!r}")
-        if self.bptt_mode not in ("window", "chunk", "full"):
-            raise ValueError(f"bptt-mode must be window, chunk or full, not {self.bptt_mode!r}")
-        if self.bptt_mode == "window" and self.layers > 1:
-            raise ValueError("window BPTT is the tutorial's one-layer rule; use --bptt-mode chunk or full "
-                             "with several layers")
-        if self.optimizer not in ("sgd", "momentum", "adagrad", "adam"):
-            raise ValueError(f"optimizer must be sgd, momentum, adagrad or adam, not {self.optimizer!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, not {self.dtype!r}")
+        get_cell(self.cell).check_bptt(self.bptt_mode, None if self.bptt_mode == "full" else self.bptt,
+                                       self.layers)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias must be True or False, not {self.bias!r}")
-        if self.cell != "rnn":
-            raise ValueError(f"cell {self.cell!r} is not available; choose rnn")
 
     @property
     def sentence_mode(self) -> bool:
@@ -351,7 +349,287 @@ def load_trained(directory) -> Trained:
     return Trained(model=model, vocab=vocab, format=cfg.format, config=cfg, state=ckpt.state)
 
 
-# -- the loop -------------------------------------------------------------------------
+# -- the run's state ---------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint stores of a run besides its config and vocabulary, and nothing else.
+
+    ``checkpoint`` writes it and ``restore`` reads it back: a run stopped
+    anywhere and resumed from its checkpoint goes on bit for bit as if it
+    had never stopped (the order of an epoch's batches is a function of
+    ``(seed, epoch)``, so no generator state is needed).
+    """
+
+    model: LanguageModel
+    optimizer: Optimizer
+    schedule: LossHalvingSchedule
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of epoch ``epoch`` done
+    step: int = 0  # optimiser steps taken
+    tokens: int = 0  # training tokens seen
+    hidden: object = None  # stream mode: the carried state going into batch ``batch`` (None: zeros)
+
+    def position(self) -> dict:
+        """The JSON-able part: where the run stands, the schedule, the carried state mid-epoch."""
+        carried = self.hidden is not None and self.batch > 0
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "tokens": self.tokens,
+                "schedule": self.schedule.state_dict(),
+                "hidden": np.asarray(self.hidden).tolist() if carried else None}
+
+    def checkpoint(self, out: Path, cfg: "TrainConfig", vocab: Vocab) -> None:
+        """Save the state, with the config and the vocabulary, into ``out`` (atomically)."""
+        state = {**self.position(), "train_config": asdict(cfg), "format": cfg.format}
+        save_checkpoint(out, params=self.model.params, config=self.model.config.to_dict(), vocab=vocab.to_dict(),
+                        optimizer=self.optimizer.state_dict(), state=state)
+
+    def restore(self, ckpt: Checkpoint, where, batch_size: int) -> None:
+        """Read back what ``checkpoint`` saved (the model's parameters are already loaded)."""
+        if ckpt.optimizer_meta is None:
+            raise CheckpointError(f"{where} holds no optimizer state to resume from")
+        self.optimizer.load_state_dict(ckpt.optimizer_arrays or {}, ckpt.optimizer_meta)
+        saved = ckpt.state
+        try:
+            self.schedule.load_state_dict(saved["schedule"])
+            self.epoch, self.batch, self.step, self.tokens = (int(saved[k]) for k in ("epoch", "batch", "step",
+                                                                                      "tokens"))
+            self.hidden = None if saved.get("hidden") is None else _saved_hidden(self.model, saved["hidden"],
+                                                                                  batch_size)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{where}: bad training state ({e})") from None
+
+
+def _saved_hidden(model: LanguageModel, saved, batch_size: int):
+    """The carried state read back from its JSON lists, checked against the model and the batch size."""
+    config = model.config
+    cell = config.cell_type
+    array = np.asarray(saved, dtype=config.dtype)
+    given = array if len(cell.state) == 1 else tuple(array)
+    parts = cell.parts(given, config.num_layers, batch_size, config.hidden_size, array.dtype)
+    return cell.hidden(parts)
+
+
+@dataclass
+class Run:
+    """One training run in progress: what it reads, what it trains, where it writes."""
+
+    cfg: TrainConfig  # resolved
+    out: Path
+    vocab: Vocab
+    train_data: Corpus
+    valid_data: Corpus | None
+    state: TrainState
+    metrics: list[dict]  # every line of metrics.jsonl so far
+    log: Callable
+
+
+@dataclass
+class Interval:
+    """What happened since the last evaluation: for tokens/s and the progress bar."""
+
+    started: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    tokens: int = 0
+    loss_sum: float = 0.0  # summed -log p over those tokens
+
+    def add(self, loss_sum: float, tokens: int) -> None:
+        self.steps, self.tokens, self.loss_sum = self.steps + 1, self.tokens + tokens, self.loss_sum + loss_sum
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+# -- the parts of a run -------------------------------------------------------------
+
+
+def resolve_run(config: TrainConfig, resume: bool, force: bool) -> tuple[TrainConfig, Checkpoint | None]:
+    """The resolved config and, on ``resume``, the checkpoint it continues.
+
+    On resume the saved config is the base; fields of ``config`` that are
+    not None override it, except those in ``FIXED_ON_RESUME``. Without
+    resume, a directory that already holds a checkpoint is refused unless ``force``.
+    """
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise RnnlabError(f"{out} exists and is not a directory")
+    if not resume:
+        cfg = config.resolved()
+        if (out / JSON_NAME).exists() and not force:
+            raise RnnlabError(f"{out} already holds a checkpoint; pass --resume to continue it "
+                              f"or --force to replace it")
+        return cfg, None
+    ckpt = load_checkpoint(out)
+    saved = _config_from_state(ckpt.state, out / JSON_NAME)
+    given = {f.name: getattr(config, f.name) for f in fields(config)
+             if getattr(config, f.name) is not None and f.name != "out"}
+    for name in FIXED_ON_RESUME:
+        if name in given and given[name] != getattr(saved, name):
+            raise RnnlabError(f"cannot resume with {name.replace('_', '-')} {given[name]!r}: the checkpoint "
+                              f"in {out} was trained with {getattr(saved, name)!r}")
+    return replace(saved, **given, out=str(out)).resolved(), ckpt
+
+
+def load_data(cfg: TrainConfig, ckpt: Checkpoint | None) -> tuple[Corpus, Corpus, Corpus | None]:
+    """(the whole corpus, its training part, its validation part or None). The vocabulary is built
+    once, then always taken from the checkpoint."""
+    vocab = None
+    if ckpt is not None:
+        vocab = Vocab.from_dict(ckpt.vocab, source=f"{Path(cfg.out) / JSON_NAME} (vocabulary)")
+    corpus = prepare_corpus(cfg.corpus, cfg.format, cfg.vocab_size or None, vocab=vocab)
+    if not cfg.valid_fraction:
+        return corpus, corpus, None
+    return (corpus, *split_corpus(corpus, cfg.valid_fraction))
+
+
+def build_state(cfg: TrainConfig, vocab_size: int, ckpt: Checkpoint | None, lr: float | None) -> TrainState:
+    """Model, optimiser and schedule, fresh (initialised from ``cfg.seed``) or as ``ckpt`` saved them;
+    ``lr`` (not None) replaces the saved learning rate on resume."""
+    mconfig = cfg.model_config(vocab_size)
+    where = Path(cfg.out) / JSON_NAME
+    if ckpt is None:
+        model = LanguageModel.from_config(mconfig, seed=cfg.seed)
+    else:
+        if _saved_model_config(ckpt) != mconfig:
+            raise CheckpointError(f"the model in {where} ({ckpt.config}) does not match "
+                                  f"the configuration ({mconfig.to_dict()})")
+        check_compatible(ckpt, mconfig.param_shapes(), None)
+        model = LanguageModel.from_config(mconfig, ckpt.params)
+    optimizer = make_optimizer(cfg.optimizer, model.params, cfg.lr)
+    state = TrainState(model, optimizer, LossHalvingSchedule(optimizer))
+    if ckpt is not None:
+        state.restore(ckpt, where, cfg.batch_size)
+        if lr is not None:  # an explicit rate replaces the (possibly halved) saved one
+            optimizer.lr = float(lr)
+    return state
+
+
+def _saved_model_config(ckpt: Checkpoint) -> ModelConfig | None:
+    try:
+        return ModelConfig.from_dict(ckpt.config if isinstance(ckpt.config, dict) else {})
+    except (TypeError, ValueError):
+        return None
+
+
+def fused_sgd(cfg: TrainConfig, state: TrainState) -> bool:
+    """The one switch between the model's two ways to step: the fused SGD step
+    (``LanguageModel.sgd_step``) for plain SGD without clipping, where the
+    output layer has one; gradients, then clipping and the optimiser, otherwise."""
+    optimizer = state.optimizer
+    return (isinstance(optimizer, SGD) and optimizer.plain and not cfg.clip
+            and state.model.output.fused_sgd)
+
+
+def take_step(run: Run, inputs, targets, mask) -> tuple[float, int]:
+    """One optimiser step on one batch; advances the carried state in stream mode.
+
+    Sentence mode: the loss summed over each sentence's tokens, averaged
+    over the batch's sentences (the gradient scaled by 1/B). Stream mode:
+    averaged over the tokens, from the carried state. Returns (the batch's
+    summed -log p, its number of targets).
+    """
+    cfg, state = run.cfg, run.state
+    model, optimizer = state.model, state.optimizer
+    truncate = None if cfg.bptt_mode == "full" else cfg.bptt
+    if cfg.sentence_mode:
+        kw = dict(mask=mask, reduction="sum")
+        scale, n_tokens = 1.0 / inputs.shape[1], int(mask.sum())
+    else:
+        kw = dict(hidden=state.hidden)
+        scale, n_tokens = 1.0, inputs.size
+    if fused_sgd(cfg, state):
+        loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, bptt=cfg.bptt_mode,
+                                     truncate=truncate, **kw)
+        optimizer.steps += 1
+        _check_finite(loss, state.step + 1, run.out)
+    else:
+        loss, grads, final = model.loss_and_grads(inputs, targets, bptt=cfg.bptt_mode, truncate=truncate, **kw)
+        _check_finite(loss, state.step + 1, run.out)
+        if scale != 1:
+            for g in grads.values():
+                g *= scale
+        if cfg.clip:
+            clip_grad_norm(grads, cfg.clip)
+        optimizer.step(grads)
+    if not cfg.sentence_mode:
+        state.hidden = final
+    return (loss if cfg.sentence_mode else loss * n_tokens), n_tokens
+
+
+def _check_finite(loss: float, step: int, out: Path) -> None:
+    if not math.isfinite(loss):
+        raise RnnlabError(f"the training loss became {loss} at step {step}; lower --lr or set "
+                          f"--clip (the checkpoint in {out} is the last finite one)")
+
+
+def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval) -> None:
+    """Evaluate, apply the schedule, then write metrics.jsonl, the checkpoint and the plot."""
+    cfg, state = run.cfg, run.state
+    train_loss = mean_loss(state.model, run.train_data, max_tokens=cfg.eval_tokens or None)
+    valid_loss = mean_loss(state.model, run.valid_data) if run.valid_data is not None else None
+    if train_loss is not None and not math.isfinite(train_loss):
+        raise RnnlabError(f"the training loss became {train_loss} at step {state.step}; lower --lr or "
+                          f"set --clip (the checkpoint in {run.out} is the last finite one)")
+    seconds = interval.seconds() if interval.steps else 0.0
+    row = {"epoch": epoch_value, "step": state.step, "tokens": state.tokens, "train_loss": train_loss,
+           "valid_loss": valid_loss, "perplexity": perplexity(valid_loss), "lr": state.optimizer.lr,
+           "tokens_per_s": round(interval.tokens / seconds, 1) if seconds > 0 else None}
+    run.metrics.append(row)
+    run.log(_progress_line(row, run.valid_data is not None))
+    if train_loss is not None and state.schedule.update(train_loss):
+        run.log(f"Setting learning rate to {state.optimizer.lr:g} (the training loss rose)")
+    run.out.mkdir(parents=True, exist_ok=True)
+    write_metrics(run.out, run.metrics)
+    state.checkpoint(run.out, cfg, run.vocab)
+    plot_losses(run.metrics, run.out / PLOT_NAME, title=f"{Path(cfg.corpus).name} ({cfg.format})")
+
+
+def _progress_line(row: dict, with_valid: bool) -> str:
+    text = f"epoch {row['epoch']:g}  step {row['step']}  train loss {_fmt(row['train_loss'])}"
+    if with_valid:
+        text += f"  valid loss {_fmt(row['valid_loss'])}  ppl {_fmt(row['perplexity'], 2)}"
+    text += f"  lr {row['lr']:g}"
+    if row["tokens_per_s"] is not None:
+        text += f"  {row['tokens_per_s']:,.0f} tok/s"
+    return text
+
+
+def train_epoch(run: Run, show_progress: bool) -> bool:
+    """Train from the run's position to the end of its epoch, or until ``max_steps``; evaluate and
+    checkpoint every ``eval_every`` steps, at the epoch's end and at the stop. Returns whether
+    ``max_steps`` stopped it."""
+    cfg, state = run.cfg, run.state
+    n_batches, batches = epoch_batches(run.train_data, cfg, state.epoch)
+    if state.hidden is None and not cfg.sentence_mode:
+        state.hidden = state.model.init_hidden(cfg.batch_size)
+    bar = _progress_bar(n_batches, state.batch, f"epoch {state.epoch + 1}/{cfg.epochs}", show_progress)
+    interval, shown, stopped = Interval(), 0.0, False
+    try:
+        for b, (inputs, targets, mask) in enumerate(batches):
+            if b < state.batch:  # done before the run was resumed
+                continue
+            loss_sum, n_tokens = take_step(run, inputs, targets, mask)
+            state.step, state.tokens, state.batch = state.step + 1, state.tokens + n_tokens, b + 1
+            interval.add(loss_sum, n_tokens)
+            if bar is not None:
+                shown = _show_progress(bar, interval, shown)
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                stopped = True
+                break
+            if cfg.eval_every and state.step % cfg.eval_every == 0 and state.batch < n_batches:
+                if bar is not None:
+                    bar.clear()
+                evaluate_and_checkpoint(run, round(state.epoch + state.batch / n_batches, 4), interval)
+                interval = Interval()
+    finally:
+        if bar is not None:
+            bar.close()
+    if state.batch >= n_batches:  # the epoch is complete
+        state.epoch, state.batch, state.hidden = state.epoch + 1, 0, None
+        evaluate_and_checkpoint(run, state.epoch, interval)
+    elif interval.steps:  # stopped by max_steps inside the epoch
+        evaluate_and_checkpoint(run, round(state.epoch + state.batch / n_batches, 4), interval)
+    return stopped
 
 
 def _progress_bar(total, initial, desc, enabled):
@@ -366,205 +644,71 @@ def _progress_bar(total, initial, desc, enabled):
                 dynamic_ncols=True)
 
 
+def _show_progress(bar, interval: Interval, shown: float) -> float:
+    """Advance the bar; refresh its loss and tokens/s at most twice a second. Returns when it last did."""
+    bar.update(1)
+    now = time.perf_counter()
+    if now - shown <= 0.5:
+        return shown
+    bar.set_postfix(loss=f"{interval.loss_sum / interval.tokens:.3f}",
+                    tok_s=f"{interval.tokens / (now - interval.started):,.0f}", refresh=False)
+    return now
+
+
+def _announce(run: Run, corpus: Corpus, resumed: bool) -> None:
+    cfg, state, log = run.cfg, run.state, run.log
+    kind = "sentences" if cfg.sentence_mode else "tokens"
+    log(f"corpus {cfg.corpus} ({cfg.format}): {corpus.num_tokens:,} tokens"
+        + (f" in {corpus.num_sentences:,} sentences" if cfg.sentence_mode else "")
+        + f"; vocabulary of {len(run.vocab):,} ids" + _least_frequent(run.vocab))
+    split = f"train {run.train_data.num_tokens:,} tokens"
+    if run.valid_data is not None:
+        split += f", validation {run.valid_data.num_tokens:,} tokens"
+    log(split + f"; {state.model.num_params():,} parameters; {cfg.optimizer} lr {cfg.lr:g}, "
+        f"batch {cfg.batch_size} {kind}, bptt {cfg.bptt_mode} {cfg.bptt}")
+    if resumed:
+        log(f"resuming {run.out} at epoch {state.epoch} (+{state.batch} batches), step {state.step}")
+        if state.epoch >= cfg.epochs or (cfg.max_steps and state.step >= cfg.max_steps):
+            log(f"nothing to do: the run has reached its {cfg.epochs} epochs or {cfg.max_steps} steps; "
+                f"pass a larger --epochs or --max-steps to train further")
+
+
+# -- the loop -------------------------------------------------------------------------
+
+
 def train(config: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool | None = None,
           log=print) -> TrainResult:
     """Train as ``config`` says; see the module docstring.
 
-    ``resume``: continue the checkpoint in ``config.out`` (its saved config is
-    the base; fields of ``config`` that are not None override it, except those
-    in ``FIXED_ON_RESUME``). Without ``resume``, a directory that already holds
-    a checkpoint is refused unless ``force``. ``progress``: show tqdm bars on
-    stderr (None: when stderr is a terminal). ``log``: where the per-evaluation
-    lines go (``print``; pass ``lambda *a: None`` to be quiet).
+    ``resume``: continue the checkpoint in ``config.out`` (see ``resolve_run``);
+    without it, a directory that already holds a checkpoint is refused
+    unless ``force``. ``progress``: show tqdm bars on stderr (None: when
+    stderr is a terminal). ``log``: where the per-evaluation lines go
+    (``print``; pass ``lambda *a: None`` to be quiet).
 
     Nothing is written until the corpus, the config and (on resume) the
     checkpoint have all been read and checked.
     """
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise RnnlabError(f"{out} exists and is not a directory")
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(out)
-        saved = _config_from_state(ckpt.state, out / JSON_NAME)
-        given = {f.name: getattr(config, f.name) for f in fields(config)
-                 if getattr(config, f.name) is not None and f.name != "out"}
-        for name in FIXED_ON_RESUME:
-            if name in given and given[name] != getattr(saved, name):
-                raise RnnlabError(f"cannot resume with {name.replace('_', '-')} {given[name]!r}: the checkpoint "
-                                  f"in {out} was trained with {getattr(saved, name)!r}")
-        cfg = replace(saved, **given, out=str(out)).resolved()
-    else:
-        cfg = config.resolved()
-        if (out / JSON_NAME).exists() and not force:
-            raise RnnlabError(f"{out} already holds a checkpoint; pass --resume to continue it "
-                              f"or --force to replace it")
-
-    # Data. The vocabulary is built once, then always taken from the checkpoint.
-    vocab = None if ckpt is None else Vocab.from_dict(ckpt.vocab, source=f"{out / JSON_NAME} (vocabulary)")
-    corpus = prepare_corpus(cfg.corpus, cfg.format, cfg.vocab_size or None, vocab=vocab)
-    vocab = corpus.vocab
-    train_data, valid_data = split_corpus(corpus, cfg.valid_fraction) if cfg.valid_fraction else (corpus, None)
-
-    # Model and optimiser, fresh or from the checkpoint.
-    mconfig = cfg.model_config(len(vocab))
-    if ckpt is None:
-        model = LanguageModel.from_config(mconfig, seed=cfg.seed)
-    else:
-        saved_mconfig = ckpt.config if isinstance(ckpt.config, dict) else {}
-        if saved_mconfig != mconfig.to_dict():
-            raise CheckpointError(f"the model in {out / JSON_NAME} ({saved_mconfig}) does not match "
-                                  f"the configuration ({mconfig.to_dict()})")
-        check_compatible(ckpt, mconfig.param_shapes(), None)
-        model = LanguageModel.from_config(mconfig, ckpt.params)
-    optimizer = make_optimizer(cfg.optimizer, model.params, cfg.lr)
-    schedule = LossHalvingSchedule(optimizer)
-    epoch, batch, step, tokens, hidden, metrics = 0, 0, 0, 0, None, []
-    if ckpt is not None:
-        if ckpt.optimizer_meta is None:
-            raise CheckpointError(f"{out / JSON_NAME} holds no optimizer state to resume from")
-        optimizer.load_state_dict(ckpt.optimizer_arrays or {}, ckpt.optimizer_meta)
-        if config.lr is not None:  # an explicit rate replaces the (possibly halved) saved one
-            optimizer.lr = float(config.lr)
-        state = ckpt.state
-        try:
-            schedule.load_state_dict(state["schedule"])
-            epoch, batch, step, tokens = (int(state[k]) for k in ("epoch", "batch", "step", "tokens"))
-            if state.get("hidden") is not None:
-                hidden = np.asarray(state["hidden"], dtype=mconfig.dtype)
-                expected = (mconfig.num_layers, cfg.batch_size, mconfig.hidden_size)
-                if hidden.shape != expected:
-                    raise ValueError(f"saved hidden state {hidden.shape}, expected {expected}")
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{out / JSON_NAME}: bad training state ({e})") from None
-        metrics = read_metrics(out, max_step=step)
-
-    bptt_mode = cfg.bptt_mode
-    truncate = None if bptt_mode == "full" else cfg.bptt
-    show = (sys.stderr.isatty() if progress is None else progress)
-
-    def record(epoch_value, seconds, tokens_in_interval):
-        """Evaluate, apply the schedule, write metrics, plot and checkpoint."""
-        train_loss = mean_loss(model, train_data, max_tokens=cfg.eval_tokens or None)
-        valid_loss = mean_loss(model, valid_data) if valid_data is not None else None
-        row = {"epoch": epoch_value, "step": step, "tokens": tokens, "train_loss": train_loss,
-               "valid_loss": valid_loss, "perplexity": perplexity(valid_loss), "lr": optimizer.lr,
-               "tokens_per_s": round(tokens_in_interval / seconds, 1) if seconds > 0 else None}
-        if train_loss is not None and not math.isfinite(train_loss):
-            raise RnnlabError(f"the training loss became {train_loss} at step {step}; lower --lr or "
-                              f"set --clip (the checkpoint in {out} is the last finite one)")
-        metrics.append(row)
-        text = f"epoch {epoch_value:g}  step {step}  train loss {_fmt(train_loss)}"
-        if valid_data is not None:
-            text += f"  valid loss {_fmt(valid_loss)}  ppl {_fmt(row['perplexity'], 2)}"
-        text += f"  lr {optimizer.lr:g}"
-        if row["tokens_per_s"] is not None:
-            text += f"  {row['tokens_per_s']:,.0f} tok/s"
-        log(text)
-        if train_loss is not None and schedule.update(train_loss):
-            log(f"Setting learning rate to {optimizer.lr:g} (the training loss rose)")
+    cfg, ckpt = resolve_run(config, resume, force)
+    corpus, train_data, valid_data = load_data(cfg, ckpt)
+    state = build_state(cfg, len(corpus.vocab), ckpt, config.lr if resume else None)
+    out = Path(cfg.out)
+    metrics = read_metrics(out, max_step=state.step) if resume else []
+    run = Run(cfg, out, corpus.vocab, train_data, valid_data, state, metrics, log)
+    _announce(run, corpus, resumed=resume)
+    if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        write_metrics(out, metrics)
-        state = {"epoch": epoch, "batch": batch, "step": step, "tokens": tokens,
-                 "schedule": schedule.state_dict(), "train_config": asdict(cfg), "format": cfg.format,
-                 "hidden": hidden.tolist() if (hidden is not None and batch) else None}
-        save_checkpoint(out, params=model.params, config=mconfig.to_dict(), vocab=vocab.to_dict(),
-                        optimizer=optimizer.state_dict(), state=state)
-        plot_losses(metrics, out / PLOT_NAME, title=f"{Path(cfg.corpus).name} ({cfg.format})")
+        corpus.vocab.save(out / VOCAB_NAME)
+        evaluate_and_checkpoint(run, 0, Interval())
 
-    kind = "sentences" if cfg.sentence_mode else "tokens"
-    log(f"corpus {cfg.corpus} ({cfg.format}): {corpus.num_tokens:,} tokens"
-        + (f" in {corpus.num_sentences:,} sentences" if cfg.sentence_mode else "")
-        + f"; vocabulary of {len(vocab):,} ids" + _least_frequent(vocab))
-    split = f"train {train_data.num_tokens:,} tokens"
-    if valid_data is not None:
-        split += f", validation {valid_data.num_tokens:,} tokens"
-    log(split + f"; {model.num_params():,} parameters; {cfg.optimizer} lr {cfg.lr:g}, "
-        f"batch {cfg.batch_size} {kind}, bptt {cfg.bptt_mode} {cfg.bptt}")
-    if ckpt is None:
-        out.mkdir(parents=True, exist_ok=True)
-        vocab.save(out / VOCAB_NAME)
-        record(0, 0.0, 0)
-    else:
-        log(f"resuming {out} at epoch {epoch} (+{batch} batches), step {step}")
-        if epoch >= cfg.epochs or (cfg.max_steps and step >= cfg.max_steps):
-            log(f"nothing to do: the run has reached its {cfg.epochs} epochs or {cfg.max_steps} steps; "
-                f"pass a larger --epochs or --max-steps to train further")
-
-    stopped = bool(cfg.max_steps) and step >= cfg.max_steps
-    last_recorded = step
-    # Plain SGD without clipping takes the fused step (LanguageModel.sgd_step).
-    fused = isinstance(optimizer, SGD) and optimizer.plain and not cfg.clip
-
-    def take_step(inputs, targets, scale, **kw):
-        """One optimiser step on a batch, its gradient times ``scale``: (loss, final hidden)."""
-        if fused:
-            loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, **kw)
-            optimizer.steps += 1
-        else:
-            loss, grads, final = model.loss_and_grads(inputs, targets, **kw)
-        if not math.isfinite(loss):
-            raise RnnlabError(f"the training loss became {loss} at step {step + 1}; lower --lr or set "
-                              f"--clip (the checkpoint in {out} is the last finite one)")
-        if not fused:
-            if scale != 1:
-                for g in grads.values():
-                    g *= scale
-            if cfg.clip:
-                clip_grad_norm(grads, cfg.clip)
-            optimizer.step(grads)
-        return loss, final
-    while epoch < cfg.epochs and not stopped:
-        n_batches, batches = epoch_batches(train_data, cfg, epoch)
-        if hidden is None and not cfg.sentence_mode:
-            hidden = model.init_hidden(cfg.batch_size)
-        bar = _progress_bar(n_batches, batch, f"epoch {epoch + 1}/{cfg.epochs}", show)
-        skip, since, seen, loss_sum, loss_count, shown = batch, time.perf_counter(), 0, 0.0, 0, 0.0
-        try:
-            for b, (inputs, targets, mask) in enumerate(batches):
-                if b < skip:
-                    continue
-                if cfg.sentence_mode:  # sum over each sentence, mean over the sentences
-                    n_tok = int(mask.sum())
-                    loss, _ = take_step(inputs, targets, 1.0 / inputs.shape[1], mask=mask, bptt=bptt_mode,
-                                        truncate=truncate, reduction="sum")
-                    loss_sum += loss
-                else:
-                    n_tok = inputs.size
-                    loss, hidden = take_step(inputs, targets, 1.0, bptt=bptt_mode, truncate=truncate,
-                                             hidden=hidden)
-                    loss_sum += loss * n_tok
-                step, tokens, batch = step + 1, tokens + n_tok, b + 1
-                seen, loss_count = seen + n_tok, loss_count + n_tok
-                if bar is not None:
-                    bar.update(1)
-                    now = time.perf_counter()
-                    if now - shown > 0.5:
-                        bar.set_postfix(loss=f"{loss_sum / loss_count:.3f}",
-                                        tok_s=f"{seen / (now - since):,.0f}", refresh=False)
-                        shown = now
-                if cfg.max_steps and step >= cfg.max_steps:
-                    stopped = True
-                    break
-                if cfg.eval_every and step % cfg.eval_every == 0 and batch < n_batches:
-                    if bar is not None:
-                        bar.clear()
-                    record(round(epoch + batch / n_batches, 4), time.perf_counter() - since, seen)
-                    last_recorded, since, seen = step, time.perf_counter(), 0
-        finally:
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - since
-        if batch >= n_batches:  # the epoch is complete
-            epoch, batch, hidden = epoch + 1, 0, None
-            record(epoch, seconds, seen)
-            last_recorded = step
-        elif step != last_recorded:  # stopped by max_steps inside the epoch
-            record(round(epoch + batch / n_batches, 4), seconds, seen)
-            last_recorded = step
-    epoch_value = epoch + (batch / max(1, epoch_batches(train_data, cfg, epoch)[0]) if batch else 0)
-    return TrainResult(out=out, model=model, vocab=vocab, config=cfg, metrics=metrics, step=step,
-                       epoch=round(epoch_value, 4))
+    show = sys.stderr.isatty() if progress is None else progress
+    stopped = bool(cfg.max_steps) and state.step >= cfg.max_steps
+    while state.epoch < cfg.epochs and not stopped:
+        stopped = train_epoch(run, show)
+    n_batches = max(1, epoch_batches(train_data, cfg, state.epoch)[0])
+    epoch_value = state.epoch + (state.batch / n_batches if state.batch else 0)
+    return TrainResult(out=out, model=state.model, vocab=run.vocab, config=cfg, metrics=run.metrics,
+                       step=state.step, epoch=round(epoch_value, 4))
 
 
 def _least_frequent(vocab: Vocab) -> str:
