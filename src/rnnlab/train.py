@@ -55,6 +55,19 @@ Resuming continues exactly: the order of an epoch's batches is drawn from
 ``(seed, epoch)`` alone, so 2 epochs straight and 1 epoch + resume give
 bit-identical parameters. No generator state needs saving: nothing else in
 training is random (initialisation uses ``seed`` once).
+
+``train`` is the outline; each part is a function below:
+
+    cfg, ckpt = resolve_run(config, resume, force)      # the config, and the checkpoint to continue
+    corpus, train_data, valid_data = load_data(cfg, ckpt)
+    state = build_state(cfg, vocab_size, ckpt, lr)       # TrainState: model, optimiser, schedule, position
+    evaluate_and_checkpoint(...)                         # a fresh run's step 0
+    while epochs remain and max_steps is not reached:
+        train_epoch(run)                                 # take_step per batch, evaluate_and_checkpoint
+
+``TrainState`` is exactly what a checkpoint stores besides the config and the
+vocabulary; ``fused_sgd`` is the one place that chooses between the model's
+fused SGD step and its gradients.
 """
 from __future__ import annotations
 
@@ -77,6 +90,7 @@ from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, spl
 from .data.vocab import Vocab
 from .errors import CheckpointError, DataError, RnnlabError
 from .model import LanguageModel, ModelConfig
+from .output import OUTPUT_LAYERS
 from .optim import OPTIMIZERS, SGD, LossHalvingSchedule, Optimizer, clip_grad_norm, make_optimizer
 from .plot import plot_losses
 
@@ -93,10 +107,10 @@ FORMAT_DEFAULTS = {
     "chars": dict(hidden=256, embed=32, bias=True, batch_size=32, bptt=64, bptt_mode="chunk",
                   optimizer="adam", lr=3e-3, clip=1.0, epochs=1),
 }
-COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", layers=1, max_steps=0, eval_every=0, eval_tokens=100_000,
+COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", layers=1, max_steps=0, eval_every=0, eval_tokens=100_000,
                        valid_fraction=0.1, seed=0, dtype="float32")
 # What a resumed run cannot change: the model and the data it was trained on.
-FIXED_ON_RESUME = ("format", "vocab_size", "cell", "hidden", "embed", "layers", "bias", "dtype", "optimizer",
+FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "hidden", "embed", "layers", "bias", "dtype", "optimizer",
                    "valid_fraction")
 EVAL_BATCH = 64  # sentences per forward pass when evaluating
 EVAL_STREAMS = 32  # parallel streams when evaluating a stream (word_language_model uses 10; 32 is 2x faster,
@@ -112,7 +126,8 @@ class TrainConfig:
     out: str = "runs/rnnlab"  # run directory: checkpoint, metrics.jsonl, loss.png, vocab.json
     format: str | None = None  # csv | text | tokens | chars; None: csv for *.csv, else text
     vocab_size: int | None = None  # ids including the unknown token; 0 = every distinct token
-    cell: str | None = None
+    cell: str | None = None  # a name in cells.CELLS
+    softmax: str | None = None  # the output layer: a name in output.OUTPUT_LAYERS
     hidden: int | None = None
     embed: int | None = None  # embedding size; 0 = none (the tutorial's one-hot U, size hidden)
     layers: int | None = None
@@ -168,6 +183,8 @@ class TrainConfig:
             raise ValueError(f"valid-fraction must be in [0, 1), not {self.valid_fraction!r}")
         get_cell(self.cell).check_bptt(self.bptt_mode, None if self.bptt_mode == "full" else self.bptt,
                                        self.layers)
+        if self.softmax not in OUTPUT_LAYERS:
+            raise ValueError(f"softmax must be one of {', '.join(OUTPUT_LAYERS)}, not {self.softmax!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.dtype not in DTYPES:
@@ -182,7 +199,7 @@ class TrainConfig:
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The ModelConfig this (resolved) config trains, for a vocabulary of ``vocab_size`` ids."""
         return ModelConfig(vocab_size, self.hidden, self.embed or None, self.cell, self.layers, self.bias,
-                           self.dtype)
+                           self.dtype, self.softmax)
 
 
 def format_for_path(path) -> str:
@@ -318,6 +335,8 @@ def _config_from_state(state: dict, where) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     try:
         cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+        # a setting newer than the checkpoint takes its default
+        cfg = replace(cfg, **{k: v for k, v in COMMON_DEFAULTS.items() if getattr(cfg, k) is None})
         cfg.validate()
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: bad training configuration in the checkpoint ({e})") from None
