@@ -79,11 +79,11 @@ def write_stream(tmp_path, n=3000, seed=0):
 
 def test_unknown_cells_and_output_layers_are_refused():
     """A cell name that is not in the registry is an error, not a tanh RNN in disguise."""
-    for bad in (dict(cell="lstm"), dict(softmax="adaptive")):
+    for bad in (dict(cell="transformer"), dict(softmax="hierarchical")):
         with pytest.raises(ValueError, match="not available; choose from"):
             ModelConfig(10, 4, **bad)
     with pytest.raises(ValueError):
-        TrainConfig(corpus="x.txt", cell="gru").resolved()
+        TrainConfig(corpus="x.txt", cell="transformer").resolved()
 
 
 def test_the_model_runs_the_registered_sequence_gate(monkeypatch):

@@ -17,7 +17,7 @@ from .backend import DTYPES
 from .cells import BPTT_MODES, CELLS
 from .data.prepare import FORMATS, SENTENCE_FORMATS
 from .errors import RnnlabError
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, SCHEDULES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
                    help="biases in the recurrence and the decoder (default: off for csv/text, the tutorial's "
                         "U, W, V model; on for tokens/chars)")
+    p.add_argument("--dropout", type=_float_at_least(0.0, 1.0), metavar="P",
+                   help="dropout probability on the embedding output, between layers and before the decoder "
+                        "(inverted; off in evaluation and generation; default 0)")
+    p.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None,
+                   help="tie the decoder's weight to the encoder's (needs --embed equal to --hidden; default off)")
     p.add_argument("--batch-size", type=positive, metavar="B",
                    help="sentences (csv/text) or parallel streams (tokens/chars) per step; 1 with csv/text "
                         "= the tutorial's one sentence per step, in corpus order")
@@ -104,8 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "K steps; full: through the whole sentence or chunk")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help="optimizer (momentum: SGD with momentum 0.9)")
     p.add_argument("--lr", type=_float_at_least(0.0), metavar="X",
-                   help="learning rate (halved whenever the training loss rises, the tutorial's rule); "
-                        "with --resume it replaces the saved rate")
+                   help="learning rate; with --resume it replaces the saved rate")
+    p.add_argument("--schedule", choices=tuple(SCHEDULES),
+                   help="after each evaluation: halve-on-rise (the tutorial's rule, the default: halve the rate "
+                        "when the training loss rose), plateau (word_language_model's: divide it by 4 when the "
+                        "validation loss is not below its best), none")
     p.add_argument("--clip", type=_float_at_least(0.0), metavar="X",
                    help="clip the global gradient norm to X; 0 = no clipping")
     p.add_argument("--epochs", type=positive, metavar="N", help="total epochs (with --resume: train up to N)")
@@ -188,8 +196,9 @@ def cmd_train(args) -> int:
         raise RnnlabError("train needs a CORPUS file (only --resume can do without)")
     config = TrainConfig(
         corpus=args.corpus, out=args.out, format=args.format, vocab_size=args.vocab_size, cell=args.cell,
-        hidden=args.hidden, embed=args.embed, layers=args.layers, bias=args.bias, batch_size=args.batch_size, bptt=args.bptt,
-        bptt_mode=args.bptt_mode, optimizer=args.optimizer, lr=args.lr, clip=args.clip, epochs=args.epochs,
+        hidden=args.hidden, embed=args.embed, layers=args.layers, bias=args.bias, dropout=args.dropout, tied=args.tied,
+        batch_size=args.batch_size, bptt=args.bptt,
+        bptt_mode=args.bptt_mode, optimizer=args.optimizer, schedule=args.schedule, lr=args.lr, clip=args.clip, epochs=args.epochs,
         max_steps=args.max_steps, eval_every=args.eval_every, valid_fraction=args.valid_fraction,
         seed=args.seed, dtype=args.dtype)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))

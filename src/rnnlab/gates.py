@@ -22,6 +22,7 @@ once. One sentence is simply ``N = T``.
 | Tanh            | y = tanh x              | dx = (1 - y^2) dy                          |
 | Sigmoid         | y = 1 / (1 + e^-x)      | dx = y (1 - y) dy                          |
 | Relu            | y = max(x, 0)           | dx = dy [x > 0]                            |
+| Dropout         | y = x * mask            | dx = dy * mask                             |
 | Embedding       | y = E[ids]              | dE = scatter-add of dy rows at ids         |
 | SoftmaxCE       | l = sum_i w_i (-log p_i[t_i]) | dz = w (p - onehot(t)) dl            |
 """
@@ -113,6 +114,26 @@ class Relu(Gate):
         return (dy * (x > 0),)
 
 
+class Dropout(Gate):
+    """Inverted dropout with a given mask: x (N, D), mask (N, D) of 0 and 1 / (1 - p) -> x * mask.
+
+    The mask is an input, drawn by the caller (``dropout_mask``), so that the
+    same generator gives the same masks: a resumed run stays bit-identical.
+    """
+
+    def forward(self, x, mask):
+        return x * mask, mask
+
+    def backward(self, mask, dy):
+        return dy * mask, None
+
+
+def dropout_mask(gen, shape, p, dtype):
+    """Keep each entry with probability 1 - p, scaled by 1 / (1 - p) (inverted dropout): (shape) array."""
+    keep = gen.random(shape) >= p
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
 def add_rows(out, ids, rows):
     """out[ids[i]] += rows[i] for every i, in place; out (V, D), ids (N,), rows (N, D).
 
@@ -178,4 +199,4 @@ class SoftmaxCE(Gate):
         return dz, None, None
 
 
-PRIMITIVES = (MatMul, Add, BiasAdd, Mul, Tanh, Sigmoid, Relu, Embedding, SoftmaxCE)
+PRIMITIVES = (MatMul, Add, BiasAdd, Mul, Tanh, Sigmoid, Relu, Dropout, Embedding, SoftmaxCE)

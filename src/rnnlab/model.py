@@ -35,9 +35,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backend import as_dtype, as_ids, rng, xp
+from .backend import DTYPES, as_dtype, as_ids, rng, xp
 from .cells import CELLS, Cell, get_cell
-from .gates import BiasAdd, Embedding, MatMul, add_rows
+from .gates import BiasAdd, Dropout, Embedding, MatMul, add_rows, dropout_mask
 from .graph import Tape
 from .output import OUTPUT_LAYERS, OutputLayer, make_output_layer
 from .threads import own_threads
@@ -53,6 +53,8 @@ class ModelConfig:
     bias: bool = True
     dtype: str = "float32"
     softmax: str = "full"
+    dropout: float = 0.0  # inverted dropout on the embedding output, between layers and before the output layer
+    tied: bool = False  # the output layer's weight is encoder.weight (needs an encoder row of H entries)
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers"):
@@ -64,7 +66,14 @@ class ModelConfig:
         get_cell(self.cell)
         if self.softmax not in OUTPUT_LAYERS:
             raise ValueError(f"softmax {self.softmax!r} is not available; choose from: {', '.join(OUTPUT_LAYERS)}")
-        as_dtype(self.dtype)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if not (isinstance(self.dropout, (int, float, np.floating)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must be a number in [0, 1), not {self.dropout!r}")
+        if self.tied and self.encoder_width() != self.hidden_size:
+            raise ValueError(f"tied weights need an embedding of the hidden size ({self.hidden_size}), "
+                             f"not {self.encoder_width()}")
+        self.output_layer()  # an output layer that cannot be tied says so here
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,12 +89,18 @@ class ModelConfig:
         return CELLS[self.cell]
 
     def output_layer(self) -> OutputLayer:
-        return make_output_layer(self.softmax, self.vocab_size, self.hidden_size, self.bias)
+        return make_output_layer(self.softmax, self.vocab_size, self.hidden_size, self.bias,
+                                 tied_to="encoder.weight" if self.tied else None)
+
+    def encoder_width(self) -> int:
+        """Entries of an encoder row: the embedding size, or without an embedding layer the
+        cell's G*H pre-activations (the tutorial's U x)."""
+        return self.embed_size if self.embed_size is not None else self.cell_type.gates * self.hidden_size
 
     def param_shapes(self) -> dict[str, tuple]:
         """Every parameter's name and shape, in a fixed order: encoder, layers, output layer."""
         cell, H, E = self.cell_type, self.hidden_size, self.embed_size
-        shapes = {"encoder.weight": (self.vocab_size, E if E is not None else cell.gates * H)}
+        shapes = {"encoder.weight": (self.vocab_size, self.encoder_width())}
         for k in range(self.num_layers):
             shapes.update(cell.param_shapes(k, E if k == 0 else H, H, self.bias))
         shapes.update(self.output_layer().param_shapes())
@@ -149,16 +164,20 @@ def _start_state(config, batch, hidden, dtype) -> tuple:
     return config.cell_type.parts(hidden, config.num_layers, batch, config.hidden_size, dtype)
 
 
-def _forward(tape, nodes, config, x, state, T, bptt="full", truncate=None):
+def _forward(tape, nodes, config, x, state, T, bptt="full", truncate=None, masks=None):
     """The recurrent layers, written once: x (T*B, E|G*H) node -> (top states (T*B, H) node, final parts).
 
     ``nodes`` maps parameter names to nodes (constants when nothing is to be
     learned: then nothing is recorded); ``state`` is the cell's parts, each
     (num_layers, B, H). The final parts are (num_layers, B, H) each.
+    ``masks``: None, or the dropout masks (``_dropout_masks``): mask k on
+    layer k's input, the last on the top layer's output.
     """
     cell = config.cell_type
     finals = []
     for k in range(config.num_layers):
+        if masks is not None:
+            x = tape.apply(Dropout(), x, masks[k])
         if f"rnn.weight_ih_l{k}" in nodes:
             x = tape.apply(MatMul(), x, nodes[f"rnn.weight_ih_l{k}"])
         if config.bias:
@@ -167,11 +186,25 @@ def _forward(tape, nodes, config, x, state, T, bptt="full", truncate=None):
         x = tape.apply(sequence, x, *(part[k] for part in state), nodes[f"rnn.weight_hh_l{k}"],
                        nodes.get(f"rnn.bias_hh_l{k}"))
         finals.append(sequence.final)
+    if masks is not None:
+        x = tape.apply(Dropout(), x, masks[-1])
     return x, tuple(xp.stack(layers) for layers in zip(*finals))
 
 
+def _dropout_masks(config, rows, dtype, gen):
+    """The masks of one training pass, drawn from ``gen`` in a fixed order: the embedding output
+    (rows, E|G*H), each layer's output below the top (rows, H), the top layer's output (rows, H).
+    None without dropout."""
+    if not config.dropout:
+        return None
+    if gen is None:
+        gen = rng(None)
+    widths = [config.encoder_width()] + [config.hidden_size] * config.num_layers
+    return [dropout_mask(gen, (rows, width), config.dropout, dtype) for width in widths]
+
+
 def loss_and_grads(params, config: ModelConfig, inputs, targets, *, mask=None, bptt="full",
-                   truncate=None, hidden=None, reduction="mean") -> LossAndGrads:
+                   truncate=None, hidden=None, reduction="mean", dropout_rng=None) -> LossAndGrads:
     """Cross-entropy of ``targets`` given ``inputs`` and its gradient, by BPTT.
 
     inputs, targets: token ids (T, B); mask: (T, B), nonzero where a target
@@ -179,17 +212,19 @@ def loss_and_grads(params, config: ModelConfig, inputs, targets, *, mask=None, b
     or None for zeros. ``bptt`` is "full", "chunk" or "window" with
     ``truncate`` steps (see ``cells.RNNSequence``). ``reduction`` "mean"
     averages over the unmasked targets, "sum" adds them (the tutorial's
-    ``bptt``). A pure function of its arguments.
+    ``bptt``). With ``config.dropout`` the masks are drawn from
+    ``dropout_rng`` (a ``np.random.Generator``; None: a fresh, unseeded one).
+    A pure function of its arguments.
     """
     with own_threads():
-        run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction)
+        run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, dropout_rng)
         grads = {name: node.grad if node.grad is not None else xp.zeros_like(node.value)
                  for name, node in run.nodes.items()}
     return LossAndGrads(run.loss, grads, run.final)
 
 
 def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bptt="full",
-             truncate=None, hidden=None, reduction="mean") -> tuple[float, object]:
+             truncate=None, hidden=None, reduction="mean", dropout_rng=None) -> tuple[float, object]:
     """``loss_and_grads`` then ``params[k] -= lr * grads[k]`` for every k, fused; updates in place.
 
     Returns (loss, final hidden). The same step as plain SGD on the gradients
@@ -202,14 +237,13 @@ def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bpt
     if not (isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr) and lr >= 0):
         raise ValueError(f"learning rate must be a finite number >= 0, not {lr!r}")
     with own_threads():
-        run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, sgd_lr=float(lr))
+        run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, dropout_rng,
+                        sgd_lr=float(lr))
         for name, node in run.nodes.items():
-            if node.grad is None:  # stepped by the output layer, or no steps
-                continue
-            if node is run.encoder_rows:  # the gathered rows' gradient, one row per input token
-                add_rows(params[name], run.ids, node.grad * -lr)
-            else:
+            if node.grad is not None:  # None: stepped by the output layer, unused, or no steps
                 params[name] -= lr * node.grad
+        if run.encoder_rows.grad is not None:  # the gathered rows' gradient, one row per input token
+            add_rows(params["encoder.weight"], run.ids, run.encoder_rows.grad * -lr)
     return run.loss, run.final
 
 
@@ -221,12 +255,15 @@ class _TapeRun(NamedTuple):
     encoder_rows: object  # with sgd_lr: the node of the gathered encoder rows (T*B, E|G*H), else None
 
 
-def _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, sgd_lr=None):
+def _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, dropout_rng=None,
+              sgd_lr=None):
     """The forward pass on a tape, ending in the output layer's loss, and the backward.
 
     With ``sgd_lr`` (``sgd_step``) the output layer steps its parameters in
-    its forward, and the encoder's node holds the gathered rows (T*B, E|G*H)
-    instead of the table, so that its gradient stays one row per input token.
+    its forward, and the recurrence reads the encoder's rows from a node of
+    their own, the gathered rows (T*B, E|G*H), so that their gradient stays
+    one row per input token; the table's node then gets a gradient only from
+    an output layer tied to it that does not step it.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
@@ -254,8 +291,9 @@ def _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, red
     if sgd_lr is None:
         x = tape.apply(Embedding(), nodes["encoder.weight"], ids)
     else:
-        x = rows = nodes["encoder.weight"] = tape.param(params["encoder.weight"][ids], "encoder rows")
-    top, final = _forward(tape, nodes, config, x, state, T, bptt, truncate)
+        x = rows = tape.param(params["encoder.weight"][ids], "encoder rows")
+    masks = _dropout_masks(config, T * B, dtype, dropout_rng)
+    top, final = _forward(tape, nodes, config, x, state, T, bptt, truncate, masks)
     loss = output.loss(tape, top, nodes, targets.reshape(-1), weights, sgd_lr)
     if T:
         tape.backward(loss)
@@ -277,9 +315,9 @@ class LanguageModel:
     """A recurrent language model; see the module docstring for the parameters."""
 
     def __init__(self, vocab_size, hidden_size, *, embed_size=None, cell="rnn", num_layers=1,
-                 bias=True, dtype="float32", softmax="full", seed=0):
+                 bias=True, dtype="float32", softmax="full", dropout=0.0, tied=False, seed=0):
         self.config = ModelConfig(vocab_size, hidden_size, embed_size, cell, num_layers, bias,
-                                  as_dtype(dtype).name, softmax)
+                                  as_dtype(dtype).name, softmax, dropout, tied)
         self.params = init_params(self.config, seed)
         self.output = self.config.output_layer()
 
@@ -297,7 +335,16 @@ class LanguageModel:
         return model
 
     def load_params(self, params):
-        """Replace the parameters, checking names and shapes."""
+        """Replace the parameters, checking names and shapes.
+
+        With tied weights, a ``decoder.weight`` equal to ``encoder.weight`` (the
+        state dict of a tied PyTorch model holds both) is accepted and dropped.
+        """
+        params = dict(params)
+        if self.config.tied and "decoder.weight" in params:
+            decoder = params.pop("decoder.weight")
+            if not np.array_equal(decoder, params.get("encoder.weight")):
+                raise ValueError("the weights are tied, but decoder.weight differs from encoder.weight")
         expected = self.config.param_shapes()
         if set(params) != set(expected):
             missing = sorted(set(expected) - set(params))
@@ -310,6 +357,14 @@ class LanguageModel:
                                  f"the model needs {shape}")
         for name in expected:
             self.params[name] = xp.ascontiguousarray(params[name], dtype=dtype)
+
+    def state_dict(self) -> dict:
+        """The parameters under PyTorch's names, ready for ``torch.nn.Module.load_state_dict`` (as
+        tensors); with tied weights ``decoder.weight`` is ``encoder.weight`` itself, as in PyTorch."""
+        params = dict(self.params)
+        if self.config.tied:
+            params["decoder.weight"] = params["encoder.weight"]
+        return params
 
     @property
     def vocab_size(self):
@@ -326,16 +381,16 @@ class LanguageModel:
                                                          as_dtype(c.dtype)))
 
     def loss_and_grads(self, inputs, targets, *, mask=None, bptt="full", truncate=None,
-                       hidden=None, reduction="mean") -> LossAndGrads:
+                       hidden=None, reduction="mean", dropout_rng=None) -> LossAndGrads:
         """See the module-level ``loss_and_grads``."""
         return loss_and_grads(self.params, self.config, inputs, targets, mask=mask, bptt=bptt,
-                              truncate=truncate, hidden=hidden, reduction=reduction)
+                              truncate=truncate, hidden=hidden, reduction=reduction, dropout_rng=dropout_rng)
 
     def sgd_step(self, inputs, targets, lr, *, mask=None, bptt="full", truncate=None, hidden=None,
-                 reduction="mean") -> tuple[float, object]:
+                 reduction="mean", dropout_rng=None) -> tuple[float, object]:
         """One plain SGD step in place; see the module-level ``sgd_step``. Returns (loss, final hidden)."""
         return sgd_step(self.params, self.config, inputs, targets, lr, mask=mask, bptt=bptt,
-                        truncate=truncate, hidden=hidden, reduction=reduction)
+                        truncate=truncate, hidden=hidden, reduction=reduction, dropout_rng=dropout_rng)
 
     def log_probs(self, inputs, *, hidden=None):
         """Forward only: log-probabilities (T, B, V) of the next token and the final hidden."""
@@ -378,4 +433,4 @@ class LanguageModel:
         c = self.config
         return (f"LanguageModel(vocab_size={c.vocab_size}, hidden_size={c.hidden_size}, "
                 f"embed_size={c.embed_size}, cell={c.cell!r}, num_layers={c.num_layers}, "
-                f"bias={c.bias}, dtype={c.dtype!r}, softmax={c.softmax!r})")
+                f"bias={c.bias}, dtype={c.dtype!r}, softmax={c.softmax!r}, dropout={c.dropout}, tied={c.tied})")

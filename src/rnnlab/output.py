@@ -381,7 +381,8 @@ def log_probs(hidden, weight, bias):
 class OutputLayer:
     """What the model asks of the layer at its top; ``OUTPUT_LAYERS`` maps names to them.
 
-    * ``param_shapes()``: its parameters, name -> shape, in a fixed order;
+    * ``param_shapes()``: its own parameters, name -> shape, in a fixed order
+      (a weight tied to another parameter is not its own);
     * ``init_params(gen, dtype, bound)``: their initial values;
     * ``loss(tape, hidden, nodes, targets, weights, sgd_lr=None)``: records the
       training loss ``sum_i weights[i] * -log p(targets[i] | hidden[i])`` on
@@ -391,9 +392,13 @@ class OutputLayer:
       place, and their nodes get no gradient;
     * ``nll(params, hidden, targets)``: forward only, -log p(target) per row (N,);
     * ``log_probs(params, hidden)``: forward only, (N, V), formed only on request.
+
+    ``fused_sgd``: whether ``loss`` takes ``sgd_lr``; ``tieable``: whether its
+    weight can be another (V, H) parameter (``tied_to``, the encoder's).
     """
 
     fused_sgd = False
+    tieable = False
 
     def param_shapes(self) -> dict:
         raise NotImplementedError
@@ -414,45 +419,58 @@ class OutputLayer:
 class FullSoftmax(OutputLayer):
     """Softmax over the whole vocabulary: ``decoder.weight`` (V, H) and, with ``bias``,
     ``decoder.bias`` (V,), named as word_language_model's ``nn.Linear`` decoder.
+    With ``tied_to`` (a parameter's name, ``"encoder.weight"``) that (V, H)
+    parameter is the weight, as word_language_model's ``--tied``: one array,
+    whose gradient sums both uses.
 
     Training runs the fused ``LinearSoftmaxCE``, which can take the SGD step
     of the decoder inside its forward (``fused_sgd``).
     """
 
     fused_sgd = True
+    tieable = True
 
-    def __init__(self, vocab_size, hidden_size, bias=True):
+    def __init__(self, vocab_size, hidden_size, bias=True, tied_to=None):
         self.vocab_size, self.hidden_size, self.bias = vocab_size, hidden_size, bias
+        self.weight = tied_to or "decoder.weight"  # the name of the weight among the model's parameters
 
     def param_shapes(self) -> dict:
-        shapes = {"decoder.weight": (self.vocab_size, self.hidden_size)}
+        shapes = {} if self.weight != "decoder.weight" else {"decoder.weight": (self.vocab_size, self.hidden_size)}
         if self.bias:
             shapes["decoder.bias"] = (self.vocab_size,)
         return shapes
 
     def init_params(self, gen, dtype, bound) -> dict:
-        """The weight uniform in [-bound, bound], the bias at zero."""
-        params = {"decoder.weight": gen.uniform(-bound, bound, (self.vocab_size, self.hidden_size)).astype(dtype)}
+        """The weight uniform in [-bound, bound] (unless tied), the bias at zero."""
+        params = {}
+        if self.weight == "decoder.weight":
+            params["decoder.weight"] = gen.uniform(-bound, bound, (self.vocab_size, self.hidden_size)).astype(dtype)
         if self.bias:
             params["decoder.bias"] = zeros(self.vocab_size, dtype=dtype)
         return params
 
     def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None):
-        return tape.apply(LinearSoftmaxCE(sgd_lr), hidden, nodes["decoder.weight"], nodes.get("decoder.bias"),
+        return tape.apply(LinearSoftmaxCE(sgd_lr), hidden, nodes[self.weight], nodes.get("decoder.bias"),
                           targets, weights)
 
     def nll(self, params, hidden, targets):
-        return nll_rows(hidden, params["decoder.weight"], params.get("decoder.bias"), targets)
+        return nll_rows(hidden, params[self.weight], params.get("decoder.bias"), targets)
 
     def log_probs(self, params, hidden):
-        return log_probs(hidden, params["decoder.weight"], params.get("decoder.bias"))
+        return log_probs(hidden, params[self.weight], params.get("decoder.bias"))
 
 
 OUTPUT_LAYERS = {"full": FullSoftmax}
 
 
-def make_output_layer(name, vocab_size, hidden_size, bias) -> OutputLayer:
-    """The output layer called ``name`` for this vocabulary and hidden size; ``ValueError`` if unknown."""
+def make_output_layer(name, vocab_size, hidden_size, bias, tied_to=None) -> OutputLayer:
+    """The output layer called ``name`` for this vocabulary and hidden size, its weight the parameter
+    ``tied_to`` if given; ``ValueError`` if unknown or if it cannot be tied."""
     if name not in OUTPUT_LAYERS:
         raise ValueError(f"softmax {name!r} is not available; choose from: {', '.join(OUTPUT_LAYERS)}")
-    return OUTPUT_LAYERS[name](vocab_size, hidden_size, bias)
+    layer = OUTPUT_LAYERS[name]
+    if tied_to is None:
+        return layer(vocab_size, hidden_size, bias)
+    if not layer.tieable:
+        raise ValueError(f"the {name} output layer cannot tie its weights to the encoder")
+    return layer(vocab_size, hidden_size, bias, tied_to=tied_to)

@@ -43,8 +43,10 @@ Evaluations happen before the first step, after every epoch, every
 
 1. computes the mean training loss (the tutorial's ``calculate_total_loss``,
    per token) and the validation loss and perplexity;
-2. applies the tutorial's rule: the learning rate halves when the training
-   loss rose since the previous evaluation (``LossHalvingSchedule``);
+2. applies the schedule (``optim.SCHEDULES``; by default the tutorial's rule:
+   the learning rate halves when the training loss rose since the previous
+   evaluation; ``plateau``: word_language_model's division by 4 when the
+   validation loss is not below its best);
 3. rewrites ``OUT/metrics.jsonl`` (one JSON object per evaluation: epoch,
    step, tokens, train_loss, valid_loss, perplexity, lr, tokens_per_s) and
    ``OUT/loss.png``, and saves the checkpoint (parameters, model config,
@@ -53,8 +55,9 @@ Evaluations happen before the first step, after every epoch, every
 
 Resuming continues exactly: the order of an epoch's batches is drawn from
 ``(seed, epoch)`` alone, so 2 epochs straight and 1 epoch + resume give
-bit-identical parameters. No generator state needs saving: nothing else in
-training is random (initialisation uses ``seed`` once).
+bit-identical parameters. No generator state needs saving: the dropout
+masks of step s come from the generator seeded ``(seed, 1, s)`` and
+initialisation uses ``seed`` once.
 
 ``train`` is the outline; each part is a function below:
 
@@ -83,15 +86,12 @@ import numpy as np
 
 from .checkpoint import JSON_NAME, Checkpoint, check_compatible, load_checkpoint, save_checkpoint
 from .atomic import atomic_write
-from .backend import DTYPES
-from .cells import get_cell
 from .data.batching import batchify, num_stream_chunks, sentence_batches, stream_chunks
 from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, split_corpus
 from .data.vocab import Vocab
 from .errors import CheckpointError, DataError, RnnlabError
 from .model import LanguageModel, ModelConfig
-from .output import OUTPUT_LAYERS
-from .optim import OPTIMIZERS, SGD, LossHalvingSchedule, Optimizer, clip_grad_norm, make_optimizer
+from .optim import OPTIMIZERS, SCHEDULES, SGD, Optimizer, Schedule, clip_grad_norm, make_optimizer, make_schedule
 from .plot import plot_losses
 
 METRICS_NAME, PLOT_NAME, VOCAB_NAME = "metrics.jsonl", "loss.png", "vocab.json"
@@ -107,11 +107,13 @@ FORMAT_DEFAULTS = {
     "chars": dict(hidden=256, embed=32, bias=True, batch_size=32, bptt=64, bptt_mode="chunk",
                   optimizer="adam", lr=3e-3, clip=1.0, epochs=1),
 }
-COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", layers=1, max_steps=0, eval_every=0, eval_tokens=100_000,
-                       valid_fraction=0.1, seed=0, dtype="float32")
+COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", layers=1, dropout=0.0, tied=False,
+                       schedule="halve-on-rise", max_steps=0,
+                       eval_every=0, eval_tokens=100_000, valid_fraction=0.1, seed=0, dtype="float32")
 # What a resumed run cannot change: the model and the data it was trained on.
-FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "hidden", "embed", "layers", "bias", "dtype", "optimizer",
-                   "valid_fraction")
+FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "hidden", "embed", "layers", "bias", "dropout",
+                   "tied", "dtype", "optimizer", "schedule", "valid_fraction")
+DROPOUT_STREAM = 1  # dropout masks come from the generator seeded (seed, DROPOUT_STREAM, step)
 EVAL_BATCH = 64  # sentences per forward pass when evaluating
 EVAL_STREAMS = 32  # parallel streams when evaluating a stream (word_language_model uses 10; 32 is 2x faster,
 #                   and only one token in 1000+ loses its context at a stream start)
@@ -132,10 +134,13 @@ class TrainConfig:
     embed: int | None = None  # embedding size; 0 = none (the tutorial's one-hot U, size hidden)
     layers: int | None = None
     bias: bool | None = None  # biases in the recurrence and decoder (the tutorial's model has none)
+    dropout: float | None = None  # inverted dropout on the embedding output, between layers, before the decoder
+    tied: bool | None = None  # the decoder's weight is the encoder's (needs embed == hidden)
     batch_size: int | None = None
     bptt: int | None = None  # window/chunk length in sentence mode; chunk length in stream mode
     bptt_mode: str | None = None  # window | chunk | full
-    optimizer: str | None = None  # sgd | momentum | adagrad | adam
+    optimizer: str | None = None  # a name in optim.OPTIMIZERS
+    schedule: str | None = None  # a name in optim.SCHEDULES: halve-on-rise | plateau | none
     lr: float | None = None
     clip: float | None = None  # max global gradient norm; 0 = no clipping
     epochs: int | None = None  # total epochs (a resumed run trains up to this many)
@@ -181,16 +186,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= {low:g}, not {value!r}")
         if not (isinstance(self.valid_fraction, (int, float)) and 0.0 <= self.valid_fraction < 1.0):
             raise ValueError(f"valid-fraction must be in [0, 1), not {self.valid_fraction!r}")
-        get_cell(self.cell).check_bptt(self.bptt_mode, None if self.bptt_mode == "full" else self.bptt,
-                                       self.layers)
-        if self.softmax not in OUTPUT_LAYERS:
-            raise ValueError(f"softmax must be one of {', '.join(OUTPUT_LAYERS)}, not {self.softmax!r}")
+        for name in ("bias", "tied"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        model = self.model_config(1)  # the model's own checks: cell, output layer, dtype, dropout, tying
+        model.cell_type.check_bptt(self.bptt_mode, None if self.bptt_mode == "full" else self.bptt, self.layers)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        if not isinstance(self.bias, bool):
-            raise ValueError(f"bias must be True or False, not {self.bias!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
 
     @property
     def sentence_mode(self) -> bool:
@@ -199,7 +203,7 @@ class TrainConfig:
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The ModelConfig this (resolved) config trains, for a vocabulary of ``vocab_size`` ids."""
         return ModelConfig(vocab_size, self.hidden, self.embed or None, self.cell, self.layers, self.bias,
-                           self.dtype, self.softmax)
+                           self.dtype, self.softmax, self.dropout, self.tied)
 
 
 def format_for_path(path) -> str:
@@ -383,7 +387,7 @@ class TrainState:
 
     model: LanguageModel
     optimizer: Optimizer
-    schedule: LossHalvingSchedule
+    schedule: Schedule
     epoch: int = 0  # epochs completed
     batch: int = 0  # batches of epoch ``epoch`` done
     step: int = 0  # optimiser steps taken
@@ -515,7 +519,7 @@ def build_state(cfg: TrainConfig, vocab_size: int, ckpt: Checkpoint | None, lr: 
         check_compatible(ckpt, mconfig.param_shapes(), None)
         model = LanguageModel.from_config(mconfig, ckpt.params)
     optimizer = make_optimizer(cfg.optimizer, model.params, cfg.lr)
-    state = TrainState(model, optimizer, LossHalvingSchedule(optimizer))
+    state = TrainState(model, optimizer, make_schedule(cfg.schedule, optimizer))
     if ckpt is not None:
         state.restore(ckpt, where, cfg.batch_size)
         if lr is not None:  # an explicit rate replaces the (possibly halved) saved one
@@ -550,11 +554,15 @@ def take_step(run: Run, inputs, targets, mask) -> tuple[float, int]:
     cfg, state = run.cfg, run.state
     model, optimizer = state.model, state.optimizer
     truncate = None if cfg.bptt_mode == "full" else cfg.bptt
+    if cfg.dropout:  # masks drawn from (seed, step) alone, so a resumed run draws the same ones
+        kw = dict(dropout_rng=np.random.default_rng([cfg.seed, DROPOUT_STREAM, state.step]))
+    else:
+        kw = {}
     if cfg.sentence_mode:
-        kw = dict(mask=mask, reduction="sum")
+        kw.update(mask=mask, reduction="sum")
         scale, n_tokens = 1.0 / inputs.shape[1], int(mask.sum())
     else:
-        kw = dict(hidden=state.hidden)
+        kw.update(hidden=state.hidden)
         scale, n_tokens = 1.0, inputs.size
     if fused_sgd(cfg, state):
         loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, bptt=cfg.bptt_mode,
@@ -595,8 +603,8 @@ def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval) ->
            "tokens_per_s": round(interval.tokens / seconds, 1) if seconds > 0 else None}
     run.metrics.append(row)
     run.log(_progress_line(row, run.valid_data is not None))
-    if train_loss is not None and state.schedule.update(train_loss):
-        run.log(f"Setting learning rate to {state.optimizer.lr:g} (the training loss rose)")
+    if train_loss is not None and state.schedule.update(train_loss, valid_loss):
+        run.log(f"Setting learning rate to {state.optimizer.lr:g} ({state.schedule.reason})")
     run.out.mkdir(parents=True, exist_ok=True)
     write_metrics(run.out, run.metrics)
     state.checkpoint(run.out, cfg, run.vocab)
