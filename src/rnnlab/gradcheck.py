@@ -101,6 +101,7 @@ def gate_cases(seed=0):
         ("Tanh", gates.Tanh(), [r(B, H)], [0]),
         ("Sigmoid", gates.Sigmoid(), [r(B, H) * 3], [0]),
         ("Relu", gates.Relu(), [away_from_zero], [0]),
+        ("Dropout", gates.Dropout(), [r(B, H), gates.dropout_mask(gen, (B, H), 0.4, np.dtype(np.float64))], [0]),
         ("Embedding", gates.Embedding(), [r(V, E), ids], [0]),
         ("SoftmaxCE", gates.SoftmaxCE(), [r(T * B, V), targets, weights], [0]),
         ("RNNStep", cells.RNNStep(), [r(B, H), r(B, H), r(H, H) * 0.5, r(H)], [0, 1, 2, 3]),
@@ -118,7 +119,7 @@ def gate_cases(seed=0):
 # The inputs of each gate, in order, as run_all names them.
 INPUT_NAMES = {
     "MatMul": ("x", "weight"), "Add": ("a", "b"), "BiasAdd": ("x", "bias"), "Mul": ("a", "b"),
-    "Tanh": ("x",), "Sigmoid": ("x",), "Relu": ("x",), "Embedding": ("table", "ids"),
+    "Tanh": ("x",), "Sigmoid": ("x",), "Relu": ("x",), "Dropout": ("x", "mask"), "Embedding": ("table", "ids"),
     "SoftmaxCE": ("logits", "targets", "weights"), "RNNStep": ("xin", "h_prev", "w_hh", "b_hh"),
     "LinearSoftmaxCE": ("hidden", "weight", "bias", "targets", "weights"),
     "RNNSequence": ("xin", "h0", "w_hh", "b_hh"),
