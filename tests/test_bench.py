@@ -57,7 +57,8 @@ def test_memory_runs_report_peak_above_the_ids(tiny):
 
 def test_targets_name_each_goal(tiny):
     names = [row["name"] for row in tiny["targets"]]
-    assert len(names) == 8
+    assert len(names) == 8 + 2 * len(tiny["gated"])
+    assert not any("issue" in name for name in names)  # targets speak of what they measure
     for row in tiny["targets"]:
         assert row["pass"] in (True, False, None)
     by_name = {row["name"]: row for row in tiny["targets"]}
@@ -73,7 +74,7 @@ def test_machine_reports_blas_and_openblas_settings(tiny):
 def test_table_shows_targets_and_settings(tiny):
     text = bench.render(tiny)
     assert "OPENBLAS_CORETYPE" in text and "BLAS" in text
-    assert text.count("PASS") + text.count("FAIL") + text.count("n/a") == 8
+    assert text.count("PASS") + text.count("FAIL") + text.count("n/a") == 8 + 2 * len(tiny["gated"])
 
 
 def test_main_json_with_threads(capsys):
@@ -92,6 +93,25 @@ def test_torch_side_computes_the_same_loss(capsys):
     assert train["torch_tokens_per_s"] > 0 and train["vs_torch"] > 0
     first = train["first_chunk_loss"]
     assert first["torch"] == pytest.approx(first["rnnlab"], rel=1e-5)
+
+
+def test_gated_cells_are_measured_side_by_side(tiny, capsys):
+    """Every gated cell in the registry gets training, roofline and one-layer figures; with PyTorch
+    both sides start from the same weights (the same first-chunk loss)."""
+    from rnnlab import bench_cells
+    from rnnlab.cells import CELLS
+
+    assert set(tiny["gated"]) == {c for c in bench_cells.GATED if c in CELLS}
+    for figures in tiny["gated"].values():
+        for key in ("rnnlab_tokens_per_s", "roofline_tokens_per_s", "roofline_fraction", "rnnlab_layer_ms"):
+            assert figures[key] > 0, key
+        assert figures["vs_torch"] is None
+    pytest.importorskip("torch")
+    assert bench.main(["--tiny", "--json"]) == 0
+    for cell, figures in json.loads(capsys.readouterr().out)["gated"].items():
+        first = figures["first_chunk_loss"]
+        assert first["torch"] == pytest.approx(first["rnnlab"], rel=1e-5), cell
+        assert figures["vs_torch"] > 0 and figures["layer_vs_torch"] > 0
 
 
 @pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "two"], ["--bogus"], ["extra"]])
