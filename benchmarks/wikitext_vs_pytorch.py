@@ -1,4 +1,4 @@
-"""rnnlab against PyTorch's word_language_model recipe on WikiText-2 (issue 3).
+"""rnnlab against PyTorch's word_language_model recipe on WikiText-2.
 
 Both sides train a 1-layer tanh RNN language model, Embedding(V, E) ->
 RNN_TANH(E, H) -> Linear(H, V), on the same token ids, and report the
