@@ -11,12 +11,31 @@ parts of its carried state, its sequence gate and which BPTT modes it
 supports. The model, the trainer, the command line and checkpoints ask it
 and nothing else.
 
-Shapes: T time steps, B sequences in the batch, H hidden units. The input
-``xin`` is what the input side already contributes to the pre-activation,
+Shapes: T time steps, B sequences in the batch, H hidden units, G gate
+blocks (1 for the tanh RNN, 3 for the GRU, 4 for the LSTM). The input ``xin``
+is what the input side already contributes to the G*H pre-activations,
 ``U x_t`` in the tutorial (an embedding row, plus ``W_ih x_t + b_ih`` when
-there is an input projection), given as (T*B, H) rows in time-major order.
+there is an input projection), given as (T*B, G*H) rows in time-major order.
+Without an input projection (``embed_size=None``) the encoder is (V, G*H):
+each word's row is its share of all G*H pre-activations, block by block in
+the cell's gate order (for the LSTM, a word's own i, f, g and o inputs).
 
-    s_t = tanh(xin_t + s_{t-1} W_hh^T + b_hh)        s_{-1} = h0
+    tanh RNN:  s_t = tanh(xin_t + s_{t-1} W_hh^T + b_hh)        s_{-1} = h0
+
+    LSTM (torch.nn.LSTM; blocks i, f, g, o of a_t = xin_t + h_{t-1} W_hh^T + b_hh):
+        i = sigmoid(a_i)  f = sigmoid(a_f)  g = tanh(a_g)  o = sigmoid(a_o)
+        c_t = f * c_{t-1} + i * g        h_t = o * tanh(c_t)
+
+    GRU (torch.nn.GRU; blocks r, z, n of xin_t and of q_t = h_{t-1} W_hh^T + b_hh):
+        r = sigmoid(xin_r + q_r)  z = sigmoid(xin_z + q_z)  n = tanh(xin_n + r * q_n)
+        h_t = (1 - z) * n + z * h_{t-1}
+
+The hh-side of n, b_hn included, is inside r * (PyTorch's choice: b_hn is
+not b_in's twin, as the other blocks' biases are). The sigmoids are
+``0.5 + 0.5 tanh(a/2)``: one tanh call over all gate blocks (the halving is
+folded into the weights' rows, exactly, being a power of two) and no exp that
+can overflow; accurate to a few ulps of 1, so a sigmoid below ~1e-17 (float64)
+comes out as 0.
 """
 from __future__ import annotations
 
@@ -161,6 +180,276 @@ class RNNSequence(SequenceGate):
         return dpre, dh0
 
 
+def _sigmoid_halves(blocks, sigmoid, H, dtype):
+    """(G*H,) factors: 0.5 on the blocks that are sigmoids, 1 on the tanh blocks.
+
+    sigmoid(a) = 0.5 + 0.5 tanh(a / 2): with the sigmoid blocks' pre-activations
+    halved (exactly: a power of two), one tanh call serves every block, and
+    ``act * half + (1 - half)`` turns the sigmoid blocks' tanh into sigmoids.
+    """
+    half = xp.ones((blocks, H), dtype=dtype)
+    half[list(sigmoid)] = 0.5
+    return half.reshape(-1)
+
+
+def _window_lags(steps, truncate):
+    """How many earlier steps a loss reaches in window mode: K, or T - 1 when untruncated."""
+    return steps - 1 if truncate is None else min(truncate, steps - 1)
+
+
+class LSTMSequence(SequenceGate):
+    """All T steps of an LSTM: xin (T*B, 4H), h0, c0 (B, H), W_hh (4H, H), b_hh (4H,) or None
+    -> h of every step (T*B, H); ``final`` = (h_T, c_T).
+
+    Gate blocks in PyTorch's order i, f, g, o (see the module docstring). The
+    forward saves the gate activations (T, B, 4H), c_t and tanh(c_t); the
+    backward makes from them, once for all steps, the factors that turn the
+    gradients arriving at (h_t, c_t) into the gradient of the pre-activations:
+
+        dc~ = dc + dh * o (1 - tanh(c)^2)                   (the total at c_t)
+        da = [dc~ g i(1-i), dc~ c_{t-1} f(1-f), dc~ i (1-g^2), dh tanh(c) o(1-o)]
+        dh_{t-1} = da W_hh        dc_{t-1} = dc~ f
+
+    The BPTT modes are RNNSequence's: "full" and "chunk" walk back one step at
+    a time (one (B, 4H) x (4H, H) product per step); "window" goes lag by lag,
+    carrying the pair (dh, dc) that the loss at step k + j sends to the state
+    of step k, for all k at once: one (T*B, 4H) x (4H, H) product per lag.
+    """
+
+    def forward(self, xin, h0, c0, w_hh, b_hh):
+        T = self.steps
+        B, H = h0.shape
+        dtype = xin.dtype
+        half = _sigmoid_halves(4, (0, 1, 3), H, dtype)
+        shift = 1 - half  # sigmoid = 0.5 tanh(a/2) + 0.5; g stays tanh(a)
+        act = xp.multiply(xin.reshape(T, B, 4 * H), half)  # becomes the gate activations
+        if b_hh is not None:
+            act += b_hh * half
+        w_t = xp.ascontiguousarray((w_hh * half[:, None]).T)  # (H, 4H): OpenBLAS runs h @ w_t twice as fast as h @ W.T
+        hs = empty((T + 1, B, H), dtype=dtype)  # hs[t + 1] = h_t, hs[0] = h0
+        cs = empty((T + 1, B, H), dtype=dtype)
+        tanh_c = empty((T, B, H), dtype=dtype)
+        hs[0], cs[0] = h0, c0
+        q = empty((B, 4 * H), dtype=dtype)
+        ig = empty((B, H), dtype=dtype)
+        for t in range(T):
+            a = act[t]
+            a += xp.matmul(hs[t], w_t, out=q)
+            xp.tanh(a, out=a)
+            a *= half
+            a += shift
+            xp.multiply(a[:, :H], a[:, 2 * H:3 * H], out=ig)  # i * g
+            c = xp.multiply(a[:, H:2 * H], cs[t], out=cs[t + 1])  # f * c_{t-1}
+            c += ig
+            xp.multiply(a[:, 3 * H:], xp.tanh(c, out=tanh_c[t]), out=hs[t + 1])  # o * tanh(c_t)
+        self.final = (hs[T].copy(), cs[T].copy())  # copies: the final state must not keep the buffers alive
+        return hs[1:].reshape(T * B, H), (hs, cs, tanh_c, act, w_hh, b_hh is not None)
+
+    def backward(self, saved, d_outputs):
+        hs, cs, tanh_c, act, w_hh, has_bias = saved
+        T, B, H = tanh_c.shape
+        d_outputs = d_outputs.reshape(T, B, H)
+        gates = act.reshape(T, B, 4, H)
+        # factor[:, :, :3] * dc~ and factor[:, :, 3] * dh are the pre-activations' gradients
+        factor = xp.multiply(gates, gates)
+        xp.subtract(gates, factor, out=factor)  # s(1 - s) in every block (the g block is rewritten)
+        i, f, g = gates[:, :, 0], gates[:, :, 1], gates[:, :, 2]
+        factor[:, :, 0] *= g
+        factor[:, :, 1] *= cs[:-1]
+        xp.multiply(g, g, out=factor[:, :, 2])
+        xp.subtract(1, factor[:, :, 2], out=factor[:, :, 2])
+        factor[:, :, 2] *= i
+        factor[:, :, 3] *= tanh_c
+        to_c = xp.multiply(tanh_c, tanh_c)  # o (1 - tanh(c)^2): dh's way to c
+        xp.subtract(1, to_c, out=to_c)
+        to_c *= gates[:, :, 3]
+        if self.mode == "window":
+            da, dh0, dc0 = self._window(factor, to_c, f, d_outputs, w_hh)
+        else:
+            da, dh0, dc0 = self._through_time(factor, to_c, f, d_outputs, w_hh)
+        rows = da.reshape(T * B, 4 * H)
+        dw = rows.T @ hs[:-1].reshape(T * B, H)
+        db = rows.sum(axis=0) if has_bias else None
+        return rows, dh0, dc0, dw, db
+
+    def _through_time(self, factor, to_c, f, d_outputs, w_hh):
+        """Full or chunked BPTT, newest step first; the gradient stops at chunk starts."""
+        T, B, _, H = factor.shape
+        dtype = factor.dtype
+        cut = self.truncate if self.mode == "chunk" and self.truncate else T
+        da = empty((T, B, 4, H), dtype=dtype)
+        dh = empty((B, H), dtype=dtype)
+        dh_next = zeros((B, H), dtype=dtype)
+        dc = zeros((B, H), dtype=dtype)  # the gradient at c_t, from later steps, then in total
+        tmp = empty((B, H), dtype=dtype)
+        dh0 = dc0 = None
+        for t in range(T - 1, -1, -1):
+            xp.add(d_outputs[t], dh_next, out=dh)
+            dc += xp.multiply(dh, to_c[t], out=tmp)
+            xp.multiply(factor[t, :, :3], dc[:, None, :], out=da[t, :, :3])
+            xp.multiply(factor[t, :, 3], dh, out=da[t, :, 3])
+            if t % cut:
+                xp.matmul(da[t].reshape(B, 4 * H), w_hh, out=dh_next)
+                dc *= f[t]
+            else:  # the start of a chunk: the gradient stops here; h0, c0 start the first
+                if self.mode == "full":
+                    dh0, dc0 = da[0].reshape(B, 4 * H) @ w_hh, dc * f[0]
+                dh_next[...] = 0
+                dc[...] = 0
+        if dh0 is None:
+            dh0, dc0 = zeros((B, H), dtype=dtype), zeros((B, H), dtype=dtype)
+        return da, dh0, dc0
+
+    def _window(self, factor, to_c, f, d_outputs, w_hh):
+        """The tutorial's truncated paths, summed lag by lag, through h and c.
+
+        (dh, dc) of lag j over steps 0 .. T-1-j is what the losses at steps
+        j .. T-1 send to the state of the step j earlier; the pre-activations'
+        gradient of each lag is added to the total, and the next lag is one
+        product away. The state before step 0 (h0, c0) gets every lag that
+        reaches step 0.
+        """
+        T, B, _, H = factor.shape
+        lags = _window_lags(T, self.truncate)
+        da = empty((T, B, 4, H), dtype=factor.dtype)
+        dh, dc = d_outputs, None
+        dc0 = zeros((B, H), dtype=factor.dtype)
+        for j in range(lags + 1):
+            n = T - j
+            dc_total = dh * to_c[:n] if dc is None else dc + dh * to_c[:n]
+            lag = da if j == 0 else empty((n, B, 4, H), dtype=factor.dtype)
+            xp.multiply(factor[:n, :, :3], dc_total[:, :, None, :], out=lag[:, :, :3])
+            xp.multiply(factor[:n, :, 3], dh, out=lag[:, :, 3])
+            if j:
+                da[:n] += lag
+            dc0 += dc_total[0]
+            if j < lags:
+                dh = (lag[1:].reshape(-1, 4 * H) @ w_hh).reshape(n - 1, B, H)
+                dc = dc_total[1:] * f[1:n]
+        return da, da[0].reshape(B, 4 * H) @ w_hh, dc0 * f[0]
+
+
+class GRUSequence(SequenceGate):
+    """All T steps of a GRU: xin (T*B, 3H), h0 (B, H), W_hh (3H, H), b_hh (3H,) or None
+    -> h of every step (T*B, H); ``final`` = (h_T,).
+
+    Gate blocks in PyTorch's order r, z, n (see the module docstring). The
+    forward saves the activations r, z, n, the hh-side of n (q_n = W_hn h +
+    b_hn) and the states; the backward makes from them, once for all steps,
+    the factors that turn the gradient dh arriving at h_t into the gradient
+    of the hh-side pre-activations dq = [dq_r, dq_z, dq_n] and of xin:
+
+        dn~ = dh (1 - z) (1 - n^2)        (the gradient at n's pre-activation: d xin_n)
+        dq = [dn~ q_n r(1-r), dh (h_{t-1} - n) z(1-z), dn~ r]      d xin = [dq_r, dq_z, dn~]
+        dh_{t-1} = dq W_hh + dh z
+
+    The BPTT modes are RNNSequence's; "window" carries dh lag by lag.
+    """
+
+    def forward(self, xin, h0, w_hh, b_hh):
+        T = self.steps
+        B, H = h0.shape
+        dtype = xin.dtype
+        half = _sigmoid_halves(3, (0, 1), H, dtype)
+        act = xp.multiply(xin.reshape(T, B, 3 * H), half)  # becomes r, z, n
+        b_n = None
+        if b_hh is not None:  # b_hr, b_hz join xin; b_hn stays inside r * (...)
+            act[:, :, :2 * H] += b_hh[:2 * H] * half[:2 * H]
+            b_n = b_hh[2 * H:]
+        w_t = xp.ascontiguousarray((w_hh * half[:, None]).T)  # (H, 3H), contiguous: see LSTMSequence
+        hh = empty((T, B, 3 * H), dtype=dtype)  # h_{t-1} W_hh^T (r, z halved) + b_hn: q_n is hh[..., 2H:]
+        hs = empty((T + 1, B, H), dtype=dtype)
+        hs[0] = h0
+        tmp = empty((B, H), dtype=dtype)
+        for t in range(T):
+            a, q = act[t], xp.matmul(hs[t], w_t, out=hh[t])
+            if b_n is not None:
+                q[:, 2 * H:] += b_n
+            rz = a[:, :2 * H]
+            rz += q[:, :2 * H]
+            xp.tanh(rz, out=rz)
+            rz *= 0.5
+            rz += 0.5
+            n = a[:, 2 * H:]
+            n += xp.multiply(a[:, :H], q[:, 2 * H:], out=tmp)  # xin_n + r * q_n
+            xp.tanh(n, out=n)
+            xp.subtract(hs[t], n, out=tmp)  # h' = n + z (h - n)
+            tmp *= a[:, H:2 * H]
+            xp.add(n, tmp, out=hs[t + 1])
+        self.final = (hs[T].copy(),)
+        return hs[1:].reshape(T * B, H), (hs, act, hh, w_hh, b_hh is not None)
+
+    def backward(self, saved, d_outputs):
+        hs, act, hh, w_hh, has_bias = saved
+        T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+        d_outputs = d_outputs.reshape(T, B, H)
+        gates = act.reshape(T, B, 3, H)
+        r, z, n = gates[:, :, 0], gates[:, :, 1], gates[:, :, 2]
+        to_n = xp.multiply(n, n)  # (1 - z)(1 - n^2): dh's way to n's pre-activation
+        xp.subtract(1, to_n, out=to_n)
+        to_n *= 1 - z
+        factor = empty((T, B, 3, H), dtype=act.dtype)  # dq = factor * dh
+        xp.multiply(gates[:, :, :2], gates[:, :, :2], out=factor[:, :, :2])
+        xp.subtract(gates[:, :, :2], factor[:, :, :2], out=factor[:, :, :2])  # s(1 - s) for r and z
+        factor[:, :, 0] *= hh[:, :, 2 * H:]
+        factor[:, :, 0] *= to_n
+        factor[:, :, 1] *= xp.subtract(hs[:-1], n)
+        xp.multiply(to_n, r, out=factor[:, :, 2])
+        if self.mode == "window":
+            dq, dh_total, dh0 = self._window(factor, z, d_outputs, w_hh)
+        else:
+            dq, dh_total, dh0 = self._through_time(factor, z, d_outputs, w_hh)
+        d_xin = empty((T, B, 3 * H), dtype=act.dtype)
+        d_xin[:, :, :2 * H] = dq[:, :, :2 * H]
+        xp.multiply(to_n, dh_total, out=d_xin[:, :, 2 * H:])
+        rows = dq.reshape(T * B, 3 * H)
+        dw = rows.T @ hs[:-1].reshape(T * B, H)
+        db = rows.sum(axis=0) if has_bias else None
+        return d_xin.reshape(T * B, 3 * H), dh0, dw, db
+
+    def _through_time(self, factor, z, d_outputs, w_hh):
+        """Full or chunked BPTT, newest step first; the gradient stops at chunk starts.
+
+        Returns dq (T, B, 3H), the total dh at every step (T, B, H) and dh0.
+        """
+        T, B, _, H = factor.shape
+        dtype = factor.dtype
+        cut = self.truncate if self.mode == "chunk" and self.truncate else T
+        dq = empty((T, B, 3 * H), dtype=dtype)
+        dh_total = empty((T, B, H), dtype=dtype)
+        dh_next = zeros((B, H), dtype=dtype)
+        tmp = empty((B, H), dtype=dtype)
+        dh0 = None
+        for t in range(T - 1, -1, -1):
+            dh = xp.add(d_outputs[t], dh_next, out=dh_total[t])
+            xp.multiply(factor[t], dh[:, None, :], out=dq[t].reshape(B, 3, H))
+            if t % cut:
+                xp.matmul(dq[t], w_hh, out=dh_next)
+                dh_next += xp.multiply(dh, z[t], out=tmp)
+            else:  # the start of a chunk: the gradient stops here; h0 starts the first
+                if self.mode == "full":
+                    dh0 = dq[0] @ w_hh + dh * z[0]
+                dh_next[...] = 0
+        if dh0 is None:
+            dh0 = zeros((B, H), dtype=dtype)
+        return dq, dh_total, dh0
+
+    def _window(self, factor, z, d_outputs, w_hh):
+        """The tutorial's truncated paths, summed lag by lag (see LSTMSequence._window)."""
+        T, B, _, H = factor.shape
+        lags = _window_lags(T, self.truncate)
+        dq = xp.multiply(factor, d_outputs[:, :, None, :]).reshape(T, B, 3 * H)  # lag 0
+        dh_total = d_outputs.copy()
+        lag, dh = dq, d_outputs
+        for j in range(1, lags + 1):
+            n = T - j
+            dh = (lag[1:].reshape(-1, 3 * H) @ w_hh).reshape(n, B, H) + dh[1:] * z[1:n + 1]
+            lag = xp.multiply(factor[:n], dh[:, :, None, :]).reshape(n, B, 3 * H)
+            dq[:n] += lag
+            dh_total[:n] += dh
+        return dq, dh_total, dq[0] @ w_hh + dh_total[0] * z[0]
+
+
 # -- the registry ------------------------------------------------------------------
 
 
@@ -235,6 +524,11 @@ class Cell:
 CELLS = {
     "rnn": Cell("rnn", gates=1, state=("h",), sequence=RNNSequence, bptt_modes=BPTT_MODES,
                 summary="tanh RNN, the tutorial's: h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh)"),
+    "lstm": Cell("lstm", gates=4, state=("h", "c"), sequence=LSTMSequence, bptt_modes=BPTT_MODES,
+                 summary="LSTM as torch.nn.LSTM: gates i, f, g, o; c_t = f*c_(t-1) + i*g, h_t = o*tanh(c_t)"),
+    "gru": Cell("gru", gates=3, state=("h",), sequence=GRUSequence, bptt_modes=BPTT_MODES,
+                summary="GRU as torch.nn.GRU: gates r, z, n; n = tanh(W_in x + b_in + r*(W_hn h + b_hn)), "
+                        "h_t = (1-z)*n + z*h_(t-1)"),
 }
 
 

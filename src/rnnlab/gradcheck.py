@@ -113,6 +113,10 @@ def gate_cases(seed=0):
     for mode, truncate in (("full", None), ("window", T)):
         cases.append((f"RNNSequence[{mode}]", cells.RNNSequence(T, mode, truncate),
                       [r(T * B, H), r(B, H), r(H, H) * 0.5, r(H)], [0, 1, 2, 3]))
+        cases.append((f"LSTMSequence[{mode}]", cells.LSTMSequence(T, mode, truncate),
+                      [r(T * B, 4 * H), r(B, H), r(B, H), r(4 * H, H) * 0.5, r(4 * H)], [0, 1, 2, 3, 4]))
+        cases.append((f"GRUSequence[{mode}]", cells.GRUSequence(T, mode, truncate),
+                      [r(T * B, 3 * H), r(B, H), r(3 * H, H) * 0.5, r(3 * H)], [0, 1, 2, 3]))
     return cases
 
 
@@ -123,6 +127,8 @@ INPUT_NAMES = {
     "SoftmaxCE": ("logits", "targets", "weights"), "RNNStep": ("xin", "h_prev", "w_hh", "b_hh"),
     "LinearSoftmaxCE": ("hidden", "weight", "bias", "targets", "weights"),
     "RNNSequence": ("xin", "h0", "w_hh", "b_hh"),
+    "LSTMSequence": ("xin", "h0", "c0", "w_hh", "b_hh"),
+    "GRUSequence": ("xin", "h0", "w_hh", "b_hh"),
 }
 
 
@@ -135,16 +141,31 @@ class ModelCase:
     masked: bool
 
 
-def model_cases(seed=0):
-    """Small float64 models covering the layouts and every BPTT mode, with and without a mask."""
+def model_cases(seed=0, cells=None):
+    """Small float64 models covering the layouts and every BPTT mode, with and without a mask:
+    the tanh RNN in three layouts, the LSTM and the GRU in two (no embedding layer, one layer;
+    an embedding layer and two layers). ``cells``: only these cells' models (None: all)."""
     layouts = [
         ("tutorial", dict(embed_size=None, bias=False)),
         ("embed+bias", dict(embed_size=4, bias=True)),
         ("embed+bias, 2 layers", dict(embed_size=4, bias=True, num_layers=2)),
     ]
+    for cell in ("lstm", "gru"):
+        layouts += [
+            (f"{cell}, no embed, bias", dict(cell=cell, embed_size=None, bias=True)),
+            (f"{cell}, embed+bias, 2 layers", dict(cell=cell, embed_size=4, bias=True, num_layers=2)),
+        ]
     out = []
     for label, kw in layouts:
+        if cells is not None and kw.get("cell", "rnn") not in cells:
+            continue
         model = LanguageModel(11, 5, dtype="float64", seed=seed, **kw)
+        if kw.get("cell") and kw["embed_size"]:
+            # embedding and decoder at +-0.5 and +-1, not +-0.1: through a gated cell's two
+            # layers the first layer's gradients are otherwise ~1e-4 of the loss, and the
+            # differences' rounding noise (~1e-11) comes within a few times the tolerance
+            model.params["encoder.weight"] *= 5
+            model.params["decoder.weight"] *= 10
         for bptt, truncate in (("full", None), ("chunk", 3), ("window", 2)):
             if bptt == "window" and model.config.num_layers > 1:
                 continue
@@ -161,16 +182,16 @@ def check_model(case: ModelCase, T=7, B=3, seed=0, max_entries=60):
     inputs = gen.integers(0, V, (T, B))
     targets = gen.integers(0, V, (T, B))
     mask = (gen.random((T, B)) < 0.7).astype(np.float64) if case.masked else None
-    hidden = gen.standard_normal((model.config.num_layers, B, model.hidden_size)) * 0.5
+    cell = model.config.cell_type
+    hidden = cell.hidden(tuple(gen.standard_normal((model.config.num_layers, B, model.hidden_size)) * 0.5
+                               for _ in cell.state))  # an array, or a tuple (h, c) for the LSTM
     kwargs = dict(mask=mask, bptt=case.bptt, truncate=case.truncate, hidden=hidden)
     result = model.loss_and_grads(inputs, targets, **kwargs)
     frozen = frozen_states(model, inputs, hidden)
 
-    def f():
-        if case.bptt == "full":
-            return model.loss_and_grads(inputs, targets, **kwargs).loss
-        return truncated_loss(model, inputs, targets, mask=mask, bptt=case.bptt,
-                              truncate=case.truncate, frozen=frozen)
+    def f():  # forward only; full BPTT is one chunk of all T steps
+        bptt, truncate = ("chunk", T) if case.bptt == "full" else (case.bptt, case.truncate)
+        return truncated_loss(model, inputs, targets, mask=mask, bptt=bptt, truncate=truncate, frozen=frozen)
 
     return check_function(f, model.params, result.grads, max_entries=max_entries)
 
@@ -188,7 +209,7 @@ def truncated_loss(model, inputs, targets, *, mask, bptt, truncate, frozen):
     T, B = inputs.shape
     w = np.ones((T, B)) if mask is None else (np.asarray(mask) != 0).astype(np.float64)
     w = w / max(w.sum(), 1)
-    K = truncate or T
+    K = T if truncate is None else truncate  # a window of 0 steps is a window
     total = 0.0
     if bptt == "chunk":
         for lo in range(0, T, K):
@@ -203,15 +224,17 @@ def truncated_loss(model, inputs, targets, *, mask, bptt, truncate, frozen):
 
 
 def frozen_states(model, inputs, hidden):
-    """The hidden state before each step, a list of T + 1 arrays (layers, B, H)."""
+    """The carried state before each step, a list of T + 1 as the model hands it out: (layers, B, H)
+    arrays, or tuples of them for a cell with several state parts (the LSTM's (h, c))."""
     states = [hidden]
     for t in range(inputs.shape[0]):
         states.append(model.nll(inputs[t:t + 1], inputs[t:t + 1], hidden=states[-1])[1])
     return states
 
 
-def run_all(seed=0, tol=TOLERANCE, emit=print):
-    """Check every gate and every model case; print a line each; True when all pass."""
+def run_all(seed=0, tol=TOLERANCE, emit=print, cells=None):
+    """Check every gate and every model case (``cells``: only these cells' models); print a line
+    each; True when all pass."""
     ok = True
     emit(f"{'check':<58} {'worst rel. error':>16}  result")
     emit(f"(error: max |analytic - finite difference| / max |analytic| over each array; pass below {tol:g})")
@@ -222,7 +245,7 @@ def run_all(seed=0, tol=TOLERANCE, emit=print):
             ok &= passed
             what = f"gate {label} d/d{names[int(name.split()[1])]}"
             emit(f"{what:<58} {err:16.2e}  {'ok' if passed else 'FAIL'}")
-    for case in model_cases(seed):
+    for case in model_cases(seed, cells):
         errors = check_model(case, seed=seed)
         for name, err in errors.items():
             passed = err < tol
