@@ -132,8 +132,9 @@ def roofline_products(s: GatedSettings, cell: str) -> list:
     for k in range(s.layers):
         inp = r(N, s.embed if k == 0 else H)
         w_ih, w_hh, d_pre, h_step, d_step = r(G, inp.shape[1]), r(G, H), r(N, G), r(B, H), r(B, G)
+        w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, G): the faster layout for the per-step product
         products += [product(inp, w_ih.T), product(d_pre, w_ih), product(d_pre.T, inp), product(d_pre.T, top)]
-        products += [product(h_step, w_hh.T), product(d_step, w_hh)] * T
+        products += [product(h_step, w_hh_t), product(d_step, w_hh)] * T
     return products
 
 
