@@ -39,7 +39,9 @@ float32, training loss evaluated on at most ``eval_tokens`` = 100,000 tokens
 of the training data (evenly spread), the validation split in full.
 
 Evaluations happen before the first step, after every epoch, every
-``eval_every`` steps if set, and when ``max_steps`` ends the run. Each one
+``eval_every`` steps if set, and when ``max_steps`` ends the run (that one,
+unless it falls where an evaluation was due anyway, leaves the schedule
+alone, so that resuming from it changes nothing). Each one
 
 1. computes the mean training loss (the tutorial's ``calculate_total_loss``,
    per token) and the validation loss and perplexity;
@@ -589,8 +591,13 @@ def _check_finite(loss: float, step: int, out: Path) -> None:
                           f"--clip (the checkpoint in {out} is the last finite one)")
 
 
-def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval) -> None:
-    """Evaluate, apply the schedule, then write metrics.jsonl, the checkpoint and the plot."""
+def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval, scheduled: bool = True) -> None:
+    """Evaluate, apply the schedule, then write metrics.jsonl, the checkpoint and the plot.
+
+    ``scheduled`` False: an evaluation that happens only because the run
+    stops here (``max_steps``); it leaves the schedule alone, so that the run
+    resumed from this checkpoint goes on exactly as one that never stopped.
+    """
     cfg, state = run.cfg, run.state
     train_loss = mean_loss(state.model, run.train_data, max_tokens=cfg.eval_tokens or None)
     valid_loss = mean_loss(state.model, run.valid_data) if run.valid_data is not None else None
@@ -603,7 +610,7 @@ def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval) ->
            "tokens_per_s": round(interval.tokens / seconds, 1) if seconds > 0 else None}
     run.metrics.append(row)
     run.log(_progress_line(row, run.valid_data is not None))
-    if train_loss is not None and state.schedule.update(train_loss, valid_loss):
+    if scheduled and train_loss is not None and state.schedule.update(train_loss, valid_loss):
         run.log(f"Setting learning rate to {state.optimizer.lr:g} ({state.schedule.reason})")
     run.out.mkdir(parents=True, exist_ok=True)
     write_metrics(run.out, run.metrics)
@@ -654,8 +661,9 @@ def train_epoch(run: Run, show_progress: bool) -> bool:
     if state.batch >= n_batches:  # the epoch is complete
         state.epoch, state.batch, state.hidden = state.epoch + 1, 0, None
         evaluate_and_checkpoint(run, state.epoch, interval)
-    elif interval.steps:  # stopped by max_steps inside the epoch
-        evaluate_and_checkpoint(run, round(state.epoch + state.batch / n_batches, 4), interval)
+    elif interval.steps:  # stopped by max_steps inside the epoch: scheduled only where eval_every falls
+        scheduled = bool(cfg.eval_every) and state.step % cfg.eval_every == 0
+        evaluate_and_checkpoint(run, round(state.epoch + state.batch / n_batches, 4), interval, scheduled)
     return stopped
 
 
