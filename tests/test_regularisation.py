@@ -164,24 +164,27 @@ def test_bad_regularisation_settings_are_refused():
 
 
 def test_the_masks_go_where_word_language_model_puts_them():
-    """On the embedding output and on the top layer's output before the decoder (one layer), in that
-    order from the generator: the loss equals a literal numpy forward with the same masks."""
-    model = LanguageModel(9, 4, embed_size=3, dropout=0.5, dtype="float64", seed=6)
+    """On the embedding output, between the layers and on the top layer's output before the decoder,
+    in that order from the generator: the loss equals a literal numpy forward with the same masks."""
+    model = LanguageModel(9, 4, embed_size=3, num_layers=2, dropout=0.5, dtype="float64", seed=6)
     inputs, targets = batch(9, T=5, B=2)
     loss = model.loss_and_grads(inputs, targets, dropout_rng=np.random.default_rng(11)).loss
     gen = np.random.default_rng(11)
-    m_embed = gates.dropout_mask(gen, (10, 3), 0.5, np.dtype(np.float64)).reshape(5, 2, 3)
-    m_top = gates.dropout_mask(gen, (10, 4), 0.5, np.dtype(np.float64)).reshape(5, 2, 4)
+    masks = [gates.dropout_mask(gen, (10, width), 0.5, np.dtype(np.float64)).reshape(5, 2, width)
+             for width in (3, 4, 4)]
     p = model.params
-    h, total = np.zeros((2, 4)), 0.0
-    for t in range(5):
-        x = p["encoder.weight"][inputs[t]] * m_embed[t]
-        h = np.tanh(x @ p["rnn.weight_ih_l0"].T + p["rnn.bias_ih_l0"] + h @ p["rnn.weight_hh_l0"].T
-                    + p["rnn.bias_hh_l0"])
-        z = (h * m_top[t]) @ p["decoder.weight"].T + p["decoder.bias"]
-        z -= z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        total -= logp[np.arange(2), targets[t]].sum()
+    x = p["encoder.weight"][inputs] * masks[0]  # (T, B, E)
+    for k in range(2):
+        h, outputs = np.zeros((2, 4)), []
+        for t in range(5):
+            h = np.tanh(x[t] @ p[f"rnn.weight_ih_l{k}"].T + p[f"rnn.bias_ih_l{k}"] + h @ p[f"rnn.weight_hh_l{k}"].T
+                        + p[f"rnn.bias_hh_l{k}"])
+            outputs.append(h)
+        x = np.stack(outputs) * masks[k + 1]
+    z = x @ p["decoder.weight"].T + p["decoder.bias"]
+    z -= z.max(axis=2, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
+    total = -np.take_along_axis(logp, targets[:, :, None], axis=2).sum()
     assert loss == pytest.approx(total / 10, rel=1e-13)
 
 
