@@ -218,3 +218,16 @@ def test_missing_safetensors_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     with pytest.raises(RnnlabError, match=r"pip install 'rnnlab\[cli\]'"):
         save_checkpoint(tmp_path, params=make_params(), config={}, vocab=None, optimizer=None, state={})
+
+
+def test_a_changed_number_is_caught_by_the_hash(tmp_path):
+    """One byte of tensor data changed keeps the file well-formed: only the sha256 can tell."""
+    save(tmp_path, make_params())
+    path = tensor_file(tmp_path)
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0x01  # the last byte of the last tensor's data
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="does not match its sha256"):
+        load_checkpoint(tmp_path)
+    rewrite_hash(tmp_path)
+    load_checkpoint(tmp_path)  # the same bytes with a matching hash load: it was the hash that refused
