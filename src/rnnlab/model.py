@@ -164,12 +164,21 @@ def _start_state(config, batch, hidden, dtype) -> tuple:
     return config.cell_type.parts(hidden, config.num_layers, batch, config.hidden_size, dtype)
 
 
-def _forward(tape, nodes, config, x, state, T, bptt="full", truncate=None, masks=None):
-    """The recurrent layers, written once: x (T*B, E|G*H) node -> (top states (T*B, H) node, final parts).
+def _apply(tape, gate, *inputs):
+    """Record ``gate`` on ``tape`` and return its output node; with no tape (forward only) just
+    run its forward and return its output array."""
+    if tape is None:
+        return gate.forward(*inputs)[0]
+    return tape.apply(gate, *inputs)
 
-    ``nodes`` maps parameter names to nodes (constants when nothing is to be
-    learned: then nothing is recorded); ``state`` is the cell's parts, each
-    (num_layers, B, H). The final parts are (num_layers, B, H) each.
+
+def _forward(tape, nodes, config, x, state, T, bptt="full", truncate=None, masks=None):
+    """The recurrent layers, written once: x (T*B, E|G*H) -> (top states (T*B, H), final parts).
+
+    With a ``tape``, ``nodes`` maps parameter names to nodes and x and the
+    top states are nodes; with ``tape`` None (forward only) they are the
+    parameters' arrays and arrays, and nothing is recorded. ``state`` is the
+    cell's parts, each (num_layers, B, H). The final parts are (num_layers, B, H) each.
     ``masks``: None, or the dropout masks (``_dropout_masks``): mask k on
     layer k's input, the last on the top layer's output.
     """
@@ -177,17 +186,17 @@ def _forward(tape, nodes, config, x, state, T, bptt="full", truncate=None, masks
     finals = []
     for k in range(config.num_layers):
         if masks is not None:
-            x = tape.apply(Dropout(), x, masks[k])
+            x = _apply(tape, Dropout(), x, masks[k])
         if f"rnn.weight_ih_l{k}" in nodes:
-            x = tape.apply(MatMul(), x, nodes[f"rnn.weight_ih_l{k}"])
+            x = _apply(tape, MatMul(), x, nodes[f"rnn.weight_ih_l{k}"])
         if config.bias:
-            x = tape.apply(BiasAdd(), x, nodes[f"rnn.bias_ih_l{k}"])
+            x = _apply(tape, BiasAdd(), x, nodes[f"rnn.bias_ih_l{k}"])
         sequence = cell.sequence(T, bptt, truncate)
-        x = tape.apply(sequence, x, *(part[k] for part in state), nodes[f"rnn.weight_hh_l{k}"],
-                       nodes.get(f"rnn.bias_hh_l{k}"))
+        x = _apply(tape, sequence, x, *(part[k] for part in state), nodes[f"rnn.weight_hh_l{k}"],
+                   nodes.get(f"rnn.bias_hh_l{k}"))
         finals.append(sequence.final)
     if masks is not None:
-        x = tape.apply(Dropout(), x, masks[-1])
+        x = _apply(tape, Dropout(), x, masks[-1])
     return x, tuple(xp.stack(layers) for layers in zip(*finals))
 
 
@@ -304,11 +313,9 @@ def top_states(params, config: ModelConfig, inputs, hidden=None):
     """Forward only: the top layer's states (T*B, H) and the final carried state."""
     T, B = inputs.shape
     state = _start_state(config, B, hidden, params["encoder.weight"].dtype)
-    tape = Tape()
-    nodes = {name: tape.constant(value, name) for name, value in params.items()}
-    x = tape.apply(Embedding(), nodes["encoder.weight"], inputs.reshape(-1))
-    top, final = _forward(tape, nodes, config, x, state, T)
-    return top.value, config.cell_type.hidden(final)
+    x = params["encoder.weight"][inputs.reshape(-1)]
+    top, final = _forward(None, params, config, x, state, T)
+    return top, config.cell_type.hidden(final)
 
 
 class LanguageModel:
