@@ -148,7 +148,7 @@ def test_a_two_part_cell_generates(shifted_cell, tmp_path):
 def test_a_two_part_cell_resumes_mid_epoch_bit_identically(shifted_cell, tmp_path):
     """The trainer saves both parts of the carried state mid-epoch and restores them."""
     corpus = write_stream(tmp_path)
-    base = dict(corpus=corpus, format="tokens", cell="shifted", hidden=6, embed=4, batch_size=3, bptt=7,
+    base = dict(corpus=corpus, format="tokens", cell="shifted", layers=1, hidden=6, embed=4, batch_size=3, bptt=7,
                 epochs=2, optimizer="adam", lr=0.01, eval_tokens=300)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(TrainConfig(out=str(straight), **base), **QUIET)

@@ -189,6 +189,11 @@ def test_evaluate_scores_every_next_token(shakespeare_slice):
 def test_config_defaults_and_validation():
     chars = TrainConfig(corpus="x.txt", format="chars").resolved()
     assert (chars.optimizer, chars.bptt_mode, chars.bias, chars.shuffle) == ("adam", "chunk", True, False)
+    tokens = TrainConfig(corpus="x.txt", format="tokens").resolved()  # word_language_model's LSTM and recipe
+    assert (tokens.cell, tokens.layers, tokens.hidden, tokens.embed, tokens.dropout) == ("lstm", 2, 200, 200, 0.2)
+    assert (tokens.optimizer, tokens.lr, tokens.clip, tokens.schedule) == ("sgd", 20.0, 0.25, "plateau")
+    sentences = TrainConfig(corpus="x.txt", format="text").resolved()  # the tutorial's
+    assert (sentences.cell, sentences.schedule, sentences.dropout, sentences.layers) == ("rnn", "halve-on-rise", 0.0, 1)
     assert TrainConfig(corpus="a.CSV").resolved().format == "csv"
     assert TrainConfig(corpus="a.txt").resolved().format == "text"
     for bad in (dict(hidden=-5), dict(hidden=0), dict(lr=-1.0), dict(valid_fraction=1.0), dict(bptt_mode="x"),
