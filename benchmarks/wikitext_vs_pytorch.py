@@ -1,8 +1,11 @@
 """rnnlab against PyTorch's word_language_model recipe on WikiText-2.
 
-Both sides train a 1-layer tanh RNN language model, Embedding(V, E) ->
-RNN_TANH(E, H) -> Linear(H, V), on the same token ids, and report the
-held-out perplexity and the training tokens/s.
+Both sides train word_language_model's RNNModel, Embedding(V, E) -> dropout
+-> L recurrent layers of H (a tanh RNN, an LSTM or a GRU; dropout between
+layers) -> dropout -> Linear(H, V), untied, on the same token ids, and report
+the held-out perplexity and the training tokens/s. ``--cell rnn|lstm|gru``
+(main.py's ``--model RNN_TANH|LSTM|GRU``), ``--layers L`` and ``--dropout P``
+choose the model; the default is a 1-layer tanh RNN without dropout.
 
 Data: ``$RNNLAB_DATA_DIR/wikitext-2-valid.txt`` (default ``../shared/data``
 next to the repository), read as word_language_model's ``data.py`` does
@@ -12,20 +15,31 @@ trains, the last 10% is held out. (rnnlab numbers the vocabulary by
 frequency, ``data.py`` by first appearance: a permutation of the ids, the same
 for both sides here.)
 
-The recipe, as word_language_model's ``main.py`` runs it (``--model RNN_TANH
---emsize E --nhid H --nlayers 1 --dropout 0 --lr 5 --clip 0.25 --batch_size 20
---bptt 35 --epochs 6``; main.py's default ``--lr 20`` makes this tanh RNN
-diverge, on both sides, so the default here is 5; ``--lr 20`` shows it): training data batchified into 20 streams, chunks of 35 steps with
-the hidden state carried and detached, loss = mean NLL of log-softmax, gradients
-clipped to global norm 0.25, plain SGD ``p -= lr * grad``; after each epoch the
-held-out loss (eval batch size 10); the learning rate is divided by 4 when it
-does not improve on the best so far. Initialisation: encoder and decoder
-uniform in +-0.1, decoder bias 0, the recurrence as ``nn.RNN`` does (+-1/sqrt(H));
-rnnlab's ``LanguageModel(embed_size=E)`` uses the same ranges. PyTorch starts
-from rnnlab's initial weights (the parameter names are the same), so the two
-runs differ only by what the engines compute; a different draw of the initial
-weights moves the perplexity by a few percent here, more than any engine
-difference. ``--own-init`` lets PyTorch draw its own (``torch.manual_seed``).
+The recipe, as word_language_model's ``main.py`` runs it (``--model M --emsize E
+--nhid H --nlayers L --dropout P --lr X --clip 0.25 --batch_size 20 --bptt 35
+--epochs 6``): training data batchified into 20 streams, chunks of 35 steps with
+the hidden state (an LSTM's h and c) carried and detached, loss = mean NLL of
+log-softmax, gradients clipped to global norm 0.25, plain SGD ``p -= lr * grad``;
+after each epoch the held-out loss (eval batch size 10, dropout off); the
+learning rate is divided by 4 when it does not improve on the best so far. The
+learning rate: for the LSTM and the GRU main.py's default, 20; for the tanh RNN
+5, because lr 20 makes it diverge, on both sides (``--lr 20`` shows it).
+Initialisation: encoder and decoder uniform in +-0.1, decoder bias 0, the
+recurrence as ``nn.RNN``/``nn.LSTM``/``nn.GRU`` do (+-1/sqrt(H));
+rnnlab's ``LanguageModel(cell=..., num_layers=L, embed_size=E)`` uses the same
+ranges. PyTorch starts from rnnlab's initial weights (the parameter names are
+the same), so without dropout the two runs differ only by what the engines
+compute; a different draw of the initial weights moves the perplexity by a few
+percent here, more than any engine difference. ``--own-init`` lets PyTorch
+draw its own (``torch.manual_seed``).
+
+Dropout (inverted, on the embedding output, between layers, on the top
+layer's output, as in model.py and nn.LSTM/nn.GRU) is where the sides differ
+by design: each draws its own masks, PyTorch from ``torch.manual_seed(seed)``,
+rnnlab from a ``np.random.Generator`` seeded from the seed and handed to every
+``loss_and_grads`` call (``dropout_rng``). With dropout the two runs of one
+seed are two samples of the same recipe, not the same computation, so compare
+means over seeds.
 
 The figures reported are those of main.py: the best held-out loss over the
 epochs (main.py keeps the best model) and its perplexity, and the training
@@ -37,7 +51,8 @@ held-out perplexity of one run moves by a few percent from that alone:
 ``--seeds K`` repeats the comparison from K initialisations and reports the
 mean.
 
-    python benchmarks/wikitext_vs_pytorch.py [--epochs N] [--quick] [--seeds K] [--hidden H] [--lr X] [--own-init]
+    python benchmarks/wikitext_vs_pytorch.py [--cell rnn|lstm|gru] [--layers L] [--dropout P]
+        [--epochs N] [--quick] [--seeds K] [--hidden H] [--embed E] [--lr X] [--own-init]
 """
 from __future__ import annotations
 
@@ -59,6 +74,8 @@ from rnnlab.optim import clip_grad_norm, make_optimizer  # noqa: E402
 
 CORPUS = "wikitext-2-valid.txt"
 EVAL_BATCH = 10  # main.py's eval_batch_size
+TORCH_NAMES = {"rnn": "RNN_TANH", "lstm": "LSTM", "gru": "GRU"}  # main.py's --model
+DEFAULT_LR = {"rnn": 5.0, "lstm": 20.0, "gru": 20.0}
 
 
 def data_dir() -> Path:
@@ -73,8 +90,10 @@ class RnnlabSide:
     name = "rnnlab"
 
     def __init__(self, vocab, args):
-        self.model = LanguageModel(vocab, args.hidden, embed_size=args.embed, bias=True, dtype="float32",
+        self.model = LanguageModel(vocab, args.hidden, embed_size=args.embed, cell=args.cell,
+                                   num_layers=args.layers, dropout=args.dropout, bias=True, dtype="float32",
                                    seed=args.seed)
+        self.dropout_rng = np.random.default_rng([args.seed, 1])  # not the stream of the initial weights
         self.optimizer = make_optimizer("sgd", self.model.params, args.lr)
         self.args = args
 
@@ -92,7 +111,8 @@ class RnnlabSide:
         total, count = 0.0, 0
         for inputs, targets in stream_chunks(batched, self.args.bptt):
             loss, grads, hidden = self.model.loss_and_grads(
-                inputs, targets, bptt="chunk", truncate=self.args.bptt, hidden=hidden)
+                inputs, targets, bptt="chunk", truncate=self.args.bptt, hidden=hidden,
+                dropout_rng=self.dropout_rng)
             clip_grad_norm(grads, self.args.clip)
             self.optimizer.step(grads)
             total += loss * inputs.size
@@ -122,16 +142,21 @@ class TorchSide:
         self.lr = args.lr
 
         class RNNModel(nn.Module):
-            """model.py's RNNModel for rnn_type RNN_TANH, nlayers 1, dropout 0, untied."""
+            """model.py's RNNModel for rnn_type RNN_TANH, LSTM or GRU, untied."""
 
-            def __init__(self, ntoken, ninp, nhid):
+            def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout):
                 super().__init__()
                 self.ntoken = ntoken
-                self.drop = nn.Dropout(0.0)
+                self.drop = nn.Dropout(dropout)
                 self.encoder = nn.Embedding(ntoken, ninp)
-                self.rnn = nn.RNN(ninp, nhid, 1, nonlinearity="tanh", dropout=0.0)
+                if rnn_type in ("LSTM", "GRU"):
+                    self.rnn = getattr(nn, rnn_type)(ninp, nhid, nlayers, dropout=dropout)
+                else:
+                    self.rnn = nn.RNN(ninp, nhid, nlayers, nonlinearity="tanh", dropout=dropout)
                 self.decoder = nn.Linear(nhid, ntoken)
+                self.rnn_type = rnn_type
                 self.nhid = nhid
+                self.nlayers = nlayers
                 initrange = 0.1
                 nn.init.uniform_(self.encoder.weight, -initrange, initrange)
                 nn.init.zeros_(self.decoder.bias)
@@ -145,10 +170,14 @@ class TorchSide:
                 return torch.nn.functional.log_softmax(decoded, dim=1), hidden
 
             def init_hidden(self, bsz):
-                return self.encoder.weight.new_zeros(1, bsz, self.nhid)
+                weight = self.encoder.weight
+                if self.rnn_type == "LSTM":
+                    return (weight.new_zeros(self.nlayers, bsz, self.nhid),
+                            weight.new_zeros(self.nlayers, bsz, self.nhid))
+                return weight.new_zeros(self.nlayers, bsz, self.nhid)
 
         torch.manual_seed(args.seed)
-        self.model = RNNModel(vocab, args.embed, args.hidden)
+        self.model = RNNModel(TORCH_NAMES[args.cell], vocab, args.embed, args.hidden, args.layers, args.dropout)
         if init_params is not None:
             with torch.no_grad():
                 for name, p in self.model.named_parameters():
@@ -168,7 +197,7 @@ class TorchSide:
         total, count = 0.0, 0
         for data, targets in self._chunks(source):
             model.zero_grad()
-            hidden = hidden.detach()  # repackage_hidden
+            hidden = repackage_hidden(hidden)
             output, hidden = model(data, hidden)
             loss = self.criterion(output, targets)
             loss.backward()
@@ -192,6 +221,13 @@ class TorchSide:
         return total_loss / (len(source) - 1)
 
 
+def repackage_hidden(h):
+    """main.py's: the hidden state (a tensor, or an LSTM's tuple) cut from its history."""
+    if isinstance(h, tuple):
+        return tuple(repackage_hidden(v) for v in h)
+    return h.detach()
+
+
 # -- the comparison -------------------------------------------------------------------------
 
 
@@ -200,13 +236,19 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=6, help="training epochs for each side (default 6)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2 epochs on the first quarter of the training tokens")
+    parser.add_argument("--cell", choices=tuple(TORCH_NAMES), default="rnn",
+                        help="the recurrent cell: tanh RNN, LSTM or GRU (default rnn)")
+    parser.add_argument("--layers", type=int, default=1, help="recurrent layers L (default 1)")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="dropout P on the embedding, between layers and on the top layer's output "
+                             "(default 0)")
     parser.add_argument("--hidden", type=int, default=128, help="hidden size H (default 128)")
     parser.add_argument("--embed", type=int, default=None, help="embedding size E (default: H)")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--bptt", type=int, default=35)
-    parser.add_argument("--lr", type=float, default=5.0,
-                        help="initial learning rate (default 5; main.py's default 20 makes this tanh RNN "
-                             "diverge on both sides, see BENCHMARKS.md)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="initial learning rate (default: main.py's 20 for lstm and gru, 5 for rnn: "
+                             "lr 20 makes the tanh RNN diverge on both sides, see BENCHMARKS.md)")
     parser.add_argument("--clip", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=1111, help="main.py's default seed")
     parser.add_argument("--seeds", type=int, default=1,
@@ -217,6 +259,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.embed is None:
         args.embed = args.hidden
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.cell]
+    if args.layers < 1 or not 0.0 <= args.dropout < 1.0:
+        parser.error("--layers must be at least 1 and --dropout in [0, 1)")
     if args.quick:
         args.epochs = min(args.epochs, 2)
     return args
@@ -255,8 +301,9 @@ def main(argv=None) -> int:
     print(f"corpus: {path} ({len(corpus.ids):,} tokens, vocabulary {vocab:,}); train: first 90% "
           f"({len(train.ids):,} tokens{', of which the first quarter in --quick' if args.quick else ''}; "
           f"{train_tokens:,} targets per epoch), held out: last 10% ({len(held_out.ids):,} tokens)")
-    print(f"model: Embedding({vocab}, {args.embed}) -> RNN_TANH({args.embed}, {args.hidden}), 1 layer -> "
-          f"Linear({args.hidden}, {vocab}), dropout 0, untied")
+    print(f"model: Embedding({vocab}, {args.embed}) -> {TORCH_NAMES[args.cell]}({args.embed}, {args.hidden}), "
+          f"{args.layers} layer{'s' if args.layers > 1 else ''} -> Linear({args.hidden}, {vocab}), "
+          f"dropout {args.dropout:g}{' (each side draws its own masks)' if args.dropout else ''}, untied")
     print(f"training: batch {args.batch_size}, bptt {args.bptt} (chunk BPTT, hidden carried), plain SGD "
           f"lr {args.lr:g}, clip {args.clip:g}, {args.epochs} epochs, lr / 4 when the held-out loss does "
           f"not improve; eval batch {EVAL_BATCH}; seed {args.seed}"
