@@ -276,3 +276,21 @@ def test_own_threads_pins_the_blas_and_restores_it(set_threads):
         assert blas.get_num_threads() == 2
     finally:
         blas.set_num_threads(original)
+
+
+def test_matmul_by_rows_splits_large_products_among_the_threads(set_threads, monkeypatch):
+    """A product of PARALLEL_WORK multiply-adds or more goes to the workers by rows, with the same
+    numbers as one product; a smaller one stays here."""
+    set_threads(2)
+    if threads.parallel_parts() < 2:
+        pytest.skip("threadpoolctl cannot control this BLAS")
+    calls = []
+    real = threads.run_parallel
+    monkeypatch.setattr(threads, "run_parallel", lambda tasks: calls.append(len(tasks)) or real(tasks))
+    gen = np.random.default_rng(0)
+    a, b = gen.standard_normal((301, 200)), gen.standard_normal((200, 80))  # 4.8M multiply-adds
+    np.testing.assert_allclose(threads.matmul_by_rows(a, b), a @ b, rtol=1e-13)
+    assert calls == [2]
+    small = threads.matmul_by_rows(a[:20], b)
+    np.testing.assert_allclose(small, a[:20] @ b, rtol=1e-13)
+    assert calls == [2]

@@ -29,6 +29,7 @@ once. One sentence is simply ``N = T``.
 from __future__ import annotations
 
 from .backend import empty, xp, zeros
+from .threads import matmul_by_rows
 
 
 class Gate:
@@ -45,14 +46,17 @@ class Gate:
 
 
 class MatMul(Gate):
-    """The tutorial's multiply gate over rows: x (N, I), W (O, I) -> (N, O)."""
+    """The tutorial's multiply gate over rows: x (N, I), W (O, I) -> (N, O).
+
+    Products as large as a chunk's input projection are split among rnnlab's
+    threads (``threads.matmul_by_rows``)."""
 
     def forward(self, x, weight):
-        return x @ weight.T, (x, weight)
+        return matmul_by_rows(x, weight.T), (x, weight)
 
     def backward(self, saved, dy):
         x, weight = saved
-        return dy @ weight, dy.T @ x
+        return matmul_by_rows(dy, weight), matmul_by_rows(dy.T, x)
 
 
 class Add(Gate):
