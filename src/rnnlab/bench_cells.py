@@ -35,6 +35,7 @@ from .gates import BiasAdd, MatMul
 from .graph import Tape
 from .model import LanguageModel
 from .optim import SGD, clip_grad_norm
+from .threads import own_threads
 
 GATED = ("lstm", "gru")
 
@@ -148,13 +149,14 @@ def one_layer_rnnlab(s: GatedSettings, cell: str):
     state = [np.zeros((s.batch, s.hidden), dtype=np.float32) for _ in spec.state]
     d_out = gen.standard_normal((s.steps * s.batch, s.hidden), dtype=np.float32)
 
-    def run():
-        tape = Tape()
-        nodes = {name: tape.param(value, name) for name, value in params.items()}
-        pre = tape.apply(BiasAdd(), tape.apply(MatMul(), x, nodes["rnn.weight_ih_l0"]), nodes["rnn.bias_ih_l0"])
-        out = tape.apply(spec.sequence(s.steps, "chunk", s.steps), pre, *state, nodes["rnn.weight_hh_l0"],
-                         nodes["rnn.bias_hh_l0"])
-        tape.backward(out, seed=d_out)
+    def run():  # as the model runs it: rnnlab's threads own the cores (threads.own_threads)
+        with own_threads():
+            tape = Tape()
+            nodes = {name: tape.param(value, name) for name, value in params.items()}
+            pre = tape.apply(BiasAdd(), tape.apply(MatMul(), x, nodes["rnn.weight_ih_l0"]), nodes["rnn.bias_ih_l0"])
+            out = tape.apply(spec.sequence(s.steps, "chunk", s.steps), pre, *state, nodes["rnn.weight_hh_l0"],
+                             nodes["rnn.bias_hh_l0"])
+            tape.backward(out, seed=d_out)
     return run
 
 
