@@ -29,3 +29,13 @@ def set_threads():
     before = threads.get_num_threads()
     yield threads.set_num_threads
     threads.set_num_threads(before)
+
+
+@pytest.fixture
+def torch_float64():
+    """PyTorch's default dtype float64 for one test (the cross-checks compare to 1e-10), restored after."""
+    torch = pytest.importorskip("torch")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

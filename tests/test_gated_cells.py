@@ -26,17 +26,13 @@ from rnnlab.gates import Add, BiasAdd, Gate, MatMul, Mul, Sigmoid, SoftmaxCE, Ta
 from rnnlab.gradcheck import ModelCase, check_gate, check_model
 from rnnlab.graph import Tape
 
+from test_cells import assert_close, readout_loss  # the tanh RNN tests' helpers
+
 TOL = 1e-12
 GATES = {"lstm": LSTMSequence, "gru": GRUSequence}
 BLOCKS = {"lstm": 4, "gru": 3}
 
 
-def assert_close(actual, expected, tol=TOL, what=""):
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
-    scale = max(np.abs(expected).max(initial=0.0), 1e-300)
-    err = np.abs(actual - expected).max(initial=0.0) / scale
-    assert err < tol, f"{what}: relative difference {err:.2e}"
 
 
 # ---------------------------------------------------------------- helpers: two small gates
@@ -130,16 +126,6 @@ def primitive_steps(tape, p, xin_nodes, state, W, b, lo, hi):
             state = gru_step_primitives(tape, xin_nodes[t], *state, W, b, H)
         outputs.append(state[0])
     return outputs, state
-
-
-def readout_loss(tape, p, outputs_by_step, D):
-    """sum over the given steps t of SoftmaxCE(h_t D^T, targets_t, weights_t)."""
-    B, loss = p["B"], None
-    for t, h in outputs_by_step:
-        rows = slice(t * B, (t + 1) * B)
-        term = tape.apply(SoftmaxCE(), tape.apply(MatMul(), h, D), p["targets"][rows], p["weights"][rows])
-        loss = term if loss is None else tape.apply(Add(), loss, term)
-    return loss
 
 
 def primitive_full(p):

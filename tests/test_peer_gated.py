@@ -17,7 +17,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from rnnlab import LanguageModel  # noqa: E402
 
-pytestmark = pytest.mark.peer
+pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("torch_float64")]
 REL = 1e-10
 TORCH_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -29,14 +29,6 @@ LAYOUTS = {
     "embed None, bias, 1 layer": dict(embed_size=None, bias=True, num_layers=1),
 }
 ONE_LAYER = [name for name, kw in LAYOUTS.items() if kw["num_layers"] == 1]
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 class TorchLM(nn.Module):

@@ -13,7 +13,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from rnnlab import LanguageModel  # noqa: E402
 
-pytestmark = pytest.mark.peer
+pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("torch_float64")]
 REL = 1e-10
 
 LAYOUTS = {
@@ -22,14 +22,6 @@ LAYOUTS = {
     "embed None, bias, 2 layers": dict(embed_size=None, bias=True, num_layers=2),
     "embed, no bias, 1 layer": dict(embed_size=4, bias=False, num_layers=1),
 }
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 class TorchLM(nn.Module):
