@@ -607,9 +607,8 @@ def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval, sc
     cfg, state = run.cfg, run.state
     train_loss = mean_loss(state.model, run.train_data, max_tokens=cfg.eval_tokens or None)
     valid_loss = mean_loss(state.model, run.valid_data) if run.valid_data is not None else None
-    if train_loss is not None and not math.isfinite(train_loss):
-        raise RnnlabError(f"the training loss became {train_loss} at step {state.step}; lower --lr or "
-                          f"set --clip (the checkpoint in {run.out} is the last finite one)")
+    if train_loss is not None:
+        _check_finite(train_loss, state.step, run.out)
     seconds = interval.seconds() if interval.steps else 0.0
     row = {"epoch": epoch_value, "step": state.step, "tokens": state.tokens, "train_loss": train_loss,
            "valid_loss": valid_loss, "perplexity": perplexity(valid_loss), "lr": state.optimizer.lr,
