@@ -24,10 +24,10 @@ CHILD = """
 import json, sys
 sys.path.insert(0, {src!r})
 from rnnlab import bench_cells
-from rnnlab.bench import _peak_rss_bytes, machine_line, machine_info
+from rnnlab.bench import _peak_rss_bytes, stream_batches
 s = bench_cells.FULL
 trainer = bench_cells.RnnlabGated(s, sys.argv[2])
-batches = bench_cells._batches(s, 8)
+batches = stream_batches(s, 8)
 for k in range(int(sys.argv[1])):
     trainer.chunk(*batches[k % len(batches)])
 print(json.dumps({{"chunks": int(sys.argv[1]), "peak_rss_bytes": _peak_rss_bytes(),

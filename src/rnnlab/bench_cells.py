@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .bench import Cycle, _timed
+from .bench import Cycle, _timed, stream_batches
 from .cells import CELLS
 from .gates import BiasAdd, MatMul
 from .graph import Tape
@@ -59,12 +59,6 @@ class GatedSettings:
 FULL = GatedSettings()
 QUICK = replace(FULL, chunks=5, rounds=3, roofline_reps=3)
 TINY = replace(FULL, vocab=50, embed=6, hidden=6, batch=3, steps=4, warmup=1, chunks=2, rounds=1, roofline_reps=1)
-
-
-def _batches(s: GatedSettings, count: int, seed: int = 7):
-    gen = np.random.default_rng(seed)
-    return [(gen.integers(0, s.vocab, (s.steps, s.batch)), gen.integers(0, s.vocab, (s.steps, s.batch)))
-            for _ in range(count)]
 
 
 class RnnlabGated:
@@ -181,7 +175,7 @@ def _all(products):
 
 def measure_cell(s: GatedSettings, cell: str, torch, progress) -> dict:
     """Training, roofline and one-layer figures for ``cell``, PyTorch's where it is importable."""
-    batches = _batches(s, s.warmup + s.chunks)
+    batches = stream_batches(s, s.warmup + s.chunks)  # GatedSettings has vocab, steps, batch
     ours = RnnlabGated(s, cell)
     first = {"rnnlab": None, "torch": None}
     sides = {}

@@ -13,6 +13,8 @@ import queue
 import threading
 from contextlib import contextmanager
 
+import numpy as np
+
 _threads = max(1, min(int(os.environ.get("RNNLAB_THREADS", os.cpu_count() or 1)), 8))
 _blas = "unknown"
 
@@ -232,8 +234,6 @@ def matmul_by_rows(a, b):
     parts = min(parallel_parts(), n)
     if parts < 2 or n * a.shape[1] * b.shape[1] < PARALLEL_WORK:
         return a @ b
-    import numpy as np
-
     out = np.empty((n, b.shape[1]), dtype=np.result_type(a, b))
     bounds = [n * k // parts for k in range(parts + 1)]
     run_parallel([(lambda lo=lo, hi=hi: np.matmul(a[lo:hi], b, out=out[lo:hi]))
