@@ -16,6 +16,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from rnnlab import LanguageModel  # noqa: E402
+from test_peer_torch import make_batch as make_any_batch  # noqa: E402
 
 pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("torch_float64")]
 REL = 1e-10
@@ -70,17 +71,9 @@ def make_model(cell, layout, V=13, H=5, seed=0):
 
 
 def make_batch(model, T, B, seed, masked):
-    gen = np.random.default_rng(seed)
-    inputs = gen.integers(0, model.vocab_size, (T, B))
-    targets = gen.integers(0, model.vocab_size, (T, B))
-    mask = None
-    if masked:
-        mask = (gen.random((T, B)) < 0.65).astype(np.float64)
-        mask[-2:, 0] = 0.0  # a sentence that ends early
-        mask[0, 0] = 1.0
-    c = model.config
-    parts = tuple(gen.standard_normal((c.num_layers, B, c.hidden_size)) * 0.5 for _ in c.cell_type.state)
-    return inputs, targets, mask, parts
+    """test_peer_torch's batch, with the state as a tuple of parts whatever the cell."""
+    inputs, targets, mask, hidden = make_any_batch(model, T, B, seed, masked)
+    return inputs, targets, mask, hidden if isinstance(hidden, tuple) else (hidden,)
 
 
 def ours_hidden(model, parts):

@@ -67,8 +67,9 @@ def make_batch(model, T, B, seed, masked):
         mask = (gen.random((T, B)) < 0.65).astype(np.float64)
         mask[-2:, 0] = 0.0  # a sentence that ends early
         mask[0, 0] = 1.0
-    hidden = gen.standard_normal((model.config.num_layers, B, model.hidden_size)) * 0.5
-    return inputs, targets, mask, hidden
+    c = model.config
+    parts = tuple(gen.standard_normal((c.num_layers, B, c.hidden_size)) * 0.5 for _ in c.cell_type.state)
+    return inputs, targets, mask, c.cell_type.hidden(parts)  # as the model hands it out
 
 
 def masked_nll_sum(logits, targets, mask):
