@@ -55,8 +55,13 @@ class ModelConfig:
     softmax: str = "full"
     dropout: float = 0.0  # inverted dropout on the embedding output, between layers and before the output layer
     tied: bool = False  # the output layer's weight is encoder.weight (needs an encoder row of H entries)
+    cutoffs: tuple[int, ...] = ()  # where the class and adaptive layers cut the ids: 0 < c1 < ... < V
+    div_value: float = 4.0  # the adaptive layer's shrink of each tail cluster's projection
+    head_bias: bool = False  # the adaptive layer's head has a bias
 
     def __post_init__(self):
+        if not isinstance(self.cutoffs, tuple):  # a list from JSON
+            object.__setattr__(self, "cutoffs", tuple(self.cutoffs))
         for name in ("vocab_size", "hidden_size", "num_layers"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -89,8 +94,8 @@ class ModelConfig:
         return CELLS[self.cell]
 
     def output_layer(self) -> OutputLayer:
-        return make_output_layer(self.softmax, self.vocab_size, self.hidden_size, self.bias,
-                                 tied_to="encoder.weight" if self.tied else None)
+        """The output layer this configuration names (``ValueError`` if its settings do not fit)."""
+        return make_output_layer(self)
 
     def encoder_width(self) -> int:
         """Entries of an encoder row: the embedding size, or without an embedding layer the
@@ -322,9 +327,11 @@ class LanguageModel:
     """A recurrent language model; see the module docstring for the parameters."""
 
     def __init__(self, vocab_size, hidden_size, *, embed_size=None, cell="rnn", num_layers=1,
-                 bias=True, dtype="float32", softmax="full", dropout=0.0, tied=False, seed=0):
+                 bias=True, dtype="float32", softmax="full", dropout=0.0, tied=False, cutoffs=(),
+                 div_value=4.0, head_bias=False, seed=0):
         self.config = ModelConfig(vocab_size, hidden_size, embed_size, cell, num_layers, bias,
-                                  as_dtype(dtype).name, softmax, dropout, tied)
+                                  as_dtype(dtype).name, softmax, dropout, tied, tuple(cutoffs),
+                                  div_value, head_bias)
         self.params = init_params(self.config, seed)
         self.output = self.config.output_layer()
 
@@ -440,4 +447,6 @@ class LanguageModel:
         c = self.config
         return (f"LanguageModel(vocab_size={c.vocab_size}, hidden_size={c.hidden_size}, "
                 f"embed_size={c.embed_size}, cell={c.cell!r}, num_layers={c.num_layers}, "
-                f"bias={c.bias}, dtype={c.dtype!r}, softmax={c.softmax!r}, dropout={c.dropout}, tied={c.tied})")
+                f"bias={c.bias}, dtype={c.dtype!r}, softmax={c.softmax!r}, dropout={c.dropout}, tied={c.tied}"
+                + (f", cutoffs={list(c.cutoffs)}, div_value={c.div_value}, head_bias={c.head_bias}"
+                   if c.cutoffs else "") + ")")

@@ -400,6 +400,12 @@ class OutputLayer:
     fused_sgd = False
     tieable = False
 
+    @classmethod
+    def from_config(cls, config) -> "OutputLayer":
+        """The layer for a ``model.ModelConfig`` (vocab_size, hidden_size, bias, tied, and the
+        layer's own settings: cutoffs, div_value, head_bias); ``ValueError`` if they do not fit."""
+        raise NotImplementedError
+
     def param_shapes(self) -> dict:
         raise NotImplementedError
 
@@ -434,6 +440,13 @@ class FullSoftmax(OutputLayer):
         self.vocab_size, self.hidden_size, self.bias = vocab_size, hidden_size, bias
         self.weight = tied_to or "decoder.weight"  # the name of the weight among the model's parameters
 
+    @classmethod
+    def from_config(cls, config) -> "FullSoftmax":
+        if config.cutoffs:
+            raise ValueError("the full softmax takes no cutoffs")
+        return cls(config.vocab_size, config.hidden_size, config.bias,
+                   tied_to="encoder.weight" if config.tied else None)
+
     def param_shapes(self) -> dict:
         shapes = {} if self.weight != "decoder.weight" else {"decoder.weight": (self.vocab_size, self.hidden_size)}
         if self.bias:
@@ -463,14 +476,12 @@ class FullSoftmax(OutputLayer):
 OUTPUT_LAYERS = {"full": FullSoftmax}
 
 
-def make_output_layer(name, vocab_size, hidden_size, bias, tied_to=None) -> OutputLayer:
-    """The output layer called ``name`` for this vocabulary and hidden size, its weight the parameter
-    ``tied_to`` if given; ``ValueError`` if unknown or if it cannot be tied."""
-    if name not in OUTPUT_LAYERS:
-        raise ValueError(f"softmax {name!r} is not available; choose from: {', '.join(OUTPUT_LAYERS)}")
-    layer = OUTPUT_LAYERS[name]
-    if tied_to is None:
-        return layer(vocab_size, hidden_size, bias)
-    if not layer.tieable:
-        raise ValueError(f"the {name} output layer cannot tie its weights to the encoder")
-    return layer(vocab_size, hidden_size, bias, tied_to=tied_to)
+def make_output_layer(config) -> OutputLayer:
+    """The output layer a ``model.ModelConfig`` names; ``ValueError`` if unknown, if it cannot
+    be tied and ``config.tied``, or if its settings do not fit the vocabulary."""
+    if config.softmax not in OUTPUT_LAYERS:
+        raise ValueError(f"softmax {config.softmax!r} is not available; choose from: {', '.join(OUTPUT_LAYERS)}")
+    layer = OUTPUT_LAYERS[config.softmax]
+    if config.tied and not layer.tieable:
+        raise ValueError(f"the {config.softmax} output layer cannot tie its weights to the encoder")
+    return layer.from_config(config)
