@@ -476,6 +476,16 @@ class FullSoftmax(OutputLayer):
 OUTPUT_LAYERS = {"full": FullSoftmax}
 
 
+def _register_cut_layers():
+    """The layers that cut the vocabulary live in modules of their own, which import this one."""
+    from .adaptive_softmax import AdaptiveSoftmax
+    from .class_softmax import ClassSoftmax
+    OUTPUT_LAYERS.update({"class": ClassSoftmax, "adaptive": AdaptiveSoftmax})
+
+
+_register_cut_layers()
+
+
 def make_output_layer(config) -> OutputLayer:
     """The output layer a ``model.ModelConfig`` names; ``ValueError`` if unknown, if it cannot
     be tied and ``config.tied``, or if its settings do not fit the vocabulary."""
