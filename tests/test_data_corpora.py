@@ -134,3 +134,9 @@ def test_registry_checksums_match_the_real_files(data_dir):
     assert CORPORA["tinyshakespeare"][1] == (
         "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt")
 
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNNLAB_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(DataError, match=r"RNNLAB_DATA_DIR is .*typo, which is not a folder"):
+        find_corpus("tinyshakespeare", url=closed_port_url())

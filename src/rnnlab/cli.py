@@ -3,13 +3,16 @@
 Bad input (a missing or unreadable file, an empty or binary corpus, a corrupt
 or foreign checkpoint, a bad flag value) is one line ``rnnlab: error: ...``
 on stderr and exit status 2, never a traceback. Exit status 1: gradcheck
-found a wrong gradient; 130: interrupted (Ctrl-C; the last checkpoint stays intact).
+found a wrong gradient; 130 (Ctrl-C) or 143 (SIGTERM): training stopped on a
+signal after saving a checkpoint at that step, or interrupted again while
+saving (the last complete checkpoint stays intact).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
 import warnings
 
@@ -17,7 +20,9 @@ from .backend import DTYPES
 from .cells import BPTT_MODES, CELLS
 from .data.prepare import FORMATS, SENTENCE_FORMATS
 from .errors import RnnlabError
-from .optim import OPTIMIZERS, SCHEDULES
+from .interrupts import Interrupted
+from .optim import OPTIMIZERS, SCHEDULE_AT, SCHEDULES
+from .output import OUTPUT_LAYERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +60,24 @@ def _float_at_least(low, below=None):
 positive, natural = _int_at_least(1), _int_at_least(0)
 
 
+def _cutoffs(text):
+    """``--cutoffs 2000,10000`` -> (2000, 10000)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected increasing whole numbers separated by commas, not {text!r}") from None
+    if any(b <= a for a, b in zip(values, values[1:])) or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"cutoffs must be positive and increasing, not {text!r}")
+    return values
+
+
+# TrainConfig's fields that train's flags set, by the same names
+TRAIN_FLAGS = ("corpus", "out", "valid", "test", "format", "vocab_size", "softmax", "classes", "cutoffs", "div_value",
+               "head_bias", "cell", "hidden", "embed", "layers", "bias", "dropout", "tied", "batch_size", "bptt",
+               "bptt_mode", "optimizer", "schedule", "schedule_at", "lr", "clip", "epochs", "max_steps",
+               "eval_every", "early_stop", "valid_fraction", "seed", "dtype")
+
+
 def _model_command(commands, name, **kw):
     """A subcommand that works on a trained model: its parser, with the DIR argument first."""
     p = commands.add_parser(name, **kw)
@@ -80,14 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
                     "embed 32, batch 32, chunks of 64, Adam lr 0.003, clip 1, 1 epoch) or, with --resume, the "
                     "checkpoint's.")
     p.add_argument("corpus", nargs="?", metavar="CORPUS",
-                   help="corpus file (optional with --resume: the checkpoint's corpus)")
+                   help="corpus file, or a folder made by rnnlab prepare (optional with --resume: the "
+                        "checkpoint's corpus)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory for the checkpoint and metrics")
+    p.add_argument("--valid", metavar="FILE",
+                   help="validation file in the corpus's format, read with its vocabulary (instead of "
+                        "holding out --valid-fraction of the corpus)")
+    p.add_argument("--test", metavar="FILE",
+                   help="test file, scored once at the end by the best model (metrics.jsonl, event 'test')")
     p.add_argument("--format", choices=FORMATS,
                    help="corpus format: csv (Reddit comments, the tutorial's preprocessing), text (one "
                         "sentence per line), tokens (whitespace tokens, <eos> per line), chars (characters); "
                         "default: csv for *.csv, else text")
     p.add_argument("--vocab-size", type=natural, metavar="N",
                    help="vocabulary size including the unknown token; 0 = every distinct token (default 0)")
+    p.add_argument("--softmax", choices=tuple(OUTPUT_LAYERS),
+                   help="output layer: full (softmax over the vocabulary, the default), class (words in "
+                        "classes of equal frequency mass: p(class) p(word | class)), adaptive (torch's "
+                        "AdaptiveLogSoftmaxWithLoss: frequent words in a head, rare ones in smaller tail "
+                        "clusters); class and adaptive train many times faster on large vocabularies")
+    p.add_argument("--classes", type=natural, metavar="N",
+                   help="classes of --softmax class (default: about the square root of the vocabulary)")
+    p.add_argument("--cutoffs", type=_cutoffs, metavar="C1,C2,...",
+                   help="where --softmax adaptive cuts the ids (frequency order): the head holds ids below "
+                        "C1, then a tail cluster per range (default: about 5%%, 20%% of the vocabulary)")
+    p.add_argument("--div-value", type=_float_at_least(1.0), metavar="D",
+                   help="--softmax adaptive: tail cluster i projects to hidden / D^i entries (default 4)")
+    p.add_argument("--head-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="--softmax adaptive: a bias in the head (default off, as torch's)")
     p.add_argument("--cell", choices=tuple(CELLS),
                    help="recurrent cell (default rnn): " + "; ".join(f"{c.name}: {c.summary}" for c in CELLS.values()))
     p.add_argument("--hidden", type=positive, metavar="H", help="hidden size")
@@ -114,9 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_float_at_least(0.0), metavar="X",
                    help="learning rate; with --resume it replaces the saved rate")
     p.add_argument("--schedule", choices=tuple(SCHEDULES),
-                   help="after each evaluation: halve-on-rise (the tutorial's rule, the default: halve the rate "
-                        "when the training loss rose), plateau (word_language_model's: divide it by 4 when the "
-                        "validation loss is not below its best), none")
+                   help="learning-rate schedule: halve-on-rise (the tutorial's rule, the default of csv/text: "
+                        "halve the rate when the training loss rose), plateau (word_language_model's, the "
+                        "default of tokens/chars: divide it by 4 when the validation loss is not below its "
+                        "best), none")
+    p.add_argument("--schedule-at", choices=SCHEDULE_AT,
+                   help="which evaluations the schedule sees: epoch (the end of each epoch, the default) or "
+                        "eval (every one, --eval-every's too)")
     p.add_argument("--clip", type=_float_at_least(0.0), metavar="X",
                    help="clip the global gradient norm to X; 0 = no clipping")
     p.add_argument("--epochs", type=positive, metavar="N", help="total epochs (with --resume: train up to N)")
@@ -125,12 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=natural, metavar="N",
                    help="also evaluate and checkpoint every N steps; 0 = at the end of each epoch only (default)")
     p.add_argument("--valid-fraction", type=_float_at_least(0.0, 1.0), metavar="F",
-                   help="last fraction of the corpus held out for validation; 0 = none (default 0.1)")
+                   help="last fraction of the corpus held out for validation; 0 = none (default 0.1, "
+                        "or 0 with --valid)")
+    p.add_argument("--early-stop", type=natural, metavar="N",
+                   help="stop after N evaluations without a lower validation loss; 0 = never (default); "
+                        "DIR/best always holds the model with the lowest one")
     p.add_argument("--seed", type=natural, metavar="S", help="seed of the initialisation and batch order (default 0)")
     p.add_argument("--dtype", choices=tuple(DTYPES), help="parameter dtype (default float32)")
     p.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in DIR exactly where it stopped")
-    p.add_argument("--force", action="store_true", help="replace a checkpoint already in DIR")
+    p.add_argument("--force", action="store_true", help="replace the run already in DIR (its checkpoint, "
+                   "metrics, plot, vocabulary and best model)")
+    p.add_argument("--corpus-changed", action="store_true",
+                   help="with --resume: continue although the corpus file's content changed since the checkpoint")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress bar)")
     p.set_defaults(func=cmd_train)
 
@@ -197,37 +251,28 @@ def cmd_train(args) -> int:
 
     if args.corpus is None and not args.resume:
         raise RnnlabError("train needs a CORPUS file (only --resume can do without)")
-    config = TrainConfig(
-        corpus=args.corpus, out=args.out, format=args.format, vocab_size=args.vocab_size, cell=args.cell,
-        hidden=args.hidden, embed=args.embed, layers=args.layers, bias=args.bias, dropout=args.dropout, tied=args.tied,
-        batch_size=args.batch_size, bptt=args.bptt,
-        bptt_mode=args.bptt_mode, optimizer=args.optimizer, schedule=args.schedule, lr=args.lr, clip=args.clip, epochs=args.epochs,
-        max_steps=args.max_steps, eval_every=args.eval_every, valid_fraction=args.valid_fraction,
-        seed=args.seed, dtype=args.dtype)
+    if args.corpus_changed and not args.resume:
+        raise RnnlabError("--corpus-changed only applies with --resume")
+    config = TrainConfig(**{name: getattr(args, name) for name in TRAIN_FLAGS})
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    train(config, resume=args.resume, force=args.force, progress=False if args.quiet else None, log=log)
+    try:
+        train(config, resume=args.resume, force=args.force, corpus_changed=args.corpus_changed,
+              progress=False if args.quiet else None, log=log,
+              resume_hint=f"rnnlab train --resume --out {shlex.quote(args.out)}")
+    except Interrupted as e:
+        print(f"rnnlab: {e}", file=sys.stderr)
+        return e.exit_status
     return 0
 
 
 def cmd_eval(args) -> int:
-    from .data.prepare import prepare_corpus
-    from .train import evaluate, load_trained, perplexity
+    from .api import load
 
-    run = load_trained(args.dir)
-    fmt = args.format or run.format
-    if (fmt in SENTENCE_FORMATS) != (run.format in SENTENCE_FORMATS):
-        raise RnnlabError(f"the model in {args.dir} was trained on {run.format} "
-                          f"({'sentences' if run.format in SENTENCE_FORMATS else 'a stream'}); "
-                          f"it cannot read --format {fmt}")
-    corpus = prepare_corpus(args.corpus, fmt, vocab=run.vocab)
-    total, count = evaluate(run.model, corpus)
-    if count == 0:
-        raise RnnlabError(f"{args.corpus}: nothing to predict (fewer than 2 tokens)")
-    loss = total / count
+    result = load(args.dir).evaluate(args.corpus, format=args.format)
     if args.json:
-        print(json.dumps({"tokens": count, "loss": loss, "perplexity": perplexity(loss)}))
+        print(json.dumps(result._asdict()))
     else:
-        print(f"tokens      {count}\nloss        {loss:.4f} nats\nperplexity  {perplexity(loss):.2f}")
+        print(f"tokens      {result.tokens}\nloss        {result.loss:.4f} nats\nperplexity  {result.perplexity:.2f}")
     return 0
 
 
@@ -264,8 +309,13 @@ def cmd_score(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, steps=args.steps, seed=args.seed, force=args.force, quiet=args.quiet,
-             log=lambda *a: print(*a, flush=True))
+    try:
+        run_demo(args.out, steps=args.steps, seed=args.seed, force=args.force, quiet=args.quiet,
+                 log=lambda *a: print(*a, flush=True))
+    except Interrupted as e:
+        kept = f"; the model so far is in {args.out} (rnnlab generate {shlex.quote(args.out)})" if args.out else ""
+        print(f"rnnlab: demo interrupted{kept}", file=sys.stderr)
+        return e.exit_status
     return 0
 
 

@@ -19,13 +19,17 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from .data.corpora import find_corpus
+from .errors import RnnlabError
+from .rundir import check_fresh
 from .generate import generate
 from .train import TrainConfig, train
 
 DEMO = TrainConfig(format="chars", hidden=384, embed=32, layers=1, batch_size=32, bptt=64, bptt_mode="chunk",
-                   optimizer="adam", lr=3e-3, clip=1.0, epochs=10, max_steps=3000, eval_every=300,
+                   optimizer="adam", lr=3e-3, clip=1.0, schedule="halve-on-rise", schedule_at="eval",
+                   epochs=10, max_steps=3000, eval_every=300,
                    eval_tokens=50_000, valid_fraction=0.1, seed=0, dtype="float32")
 SAMPLE_CHARS = 600
 SAMPLE_TEMPERATURE = 0.8
@@ -35,8 +39,14 @@ def run_demo(out: str | None = None, *, steps: int | None = None, seed: int = 0,
              quiet: bool = False, progress: bool | None = None, log=print) -> str:
     """Train the demo model and return (and print) a sample of its text."""
     say = (lambda *a: None) if quiet else log
-    corpus = find_corpus("tinyshakespeare")
     keep = out is not None
+    if keep:  # the demo cannot continue a run: say so before the trainer suggests --resume
+        try:
+            check_fresh(Path(out), force)
+        except RnnlabError:
+            raise RnnlabError(f"{out} already holds a run; pass --force to replace it, or choose another "
+                              f"--out") from None
+    corpus = find_corpus("tinyshakespeare")
     directory = out if keep else tempfile.mkdtemp(prefix="rnnlab-demo-")
     cfg = replace(DEMO, corpus=str(corpus), out=str(directory), seed=seed,
                   max_steps=DEMO.max_steps if steps is None else steps)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 
@@ -71,6 +72,18 @@ def sample_next(logp: np.ndarray, rng: np.random.Generator, *, temperature: floa
     u = rng.random(z.shape[0]) * cdf[:, -1]
     ids = (cdf <= u[:, None]).sum(axis=1)  # first index whose cumulative mass exceeds u
     return np.minimum(ids, z.shape[1] - 1)
+
+
+class UnknownPromptWarning(UserWarning):
+    """Words of a prompt that the model's vocabulary lacks: the model reads its unknown token there."""
+
+
+def _warn_unknown(tokens: list[str], vocab: Vocab) -> None:
+    unknown = list(dict.fromkeys(t for t in tokens if t not in vocab and t != vocab.unk))
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        warnings.warn(f"the prompt has {len(unknown)} token{'s' if len(unknown) > 1 else ''} the model does not know, "
+                      f"read as {vocab.unk!r}: {shown}", UnknownPromptWarning, stacklevel=3)
 
 
 def _prompt_tokens(prompt: str, fmt: str) -> list[str]:
@@ -172,10 +185,13 @@ def generate(model: LanguageModel, vocab: Vocab, fmt: str, *, n: int | None = No
         return []
     rng = np.random.default_rng(seed)
     if fmt in SENTENCE_FORMATS:
+        tokens = _prompt_tokens(prompt or "", fmt)
+        _warn_unknown(tokens, vocab)
         words = generate_sentences(model, vocab, n, rng=rng, temperature=temperature, top_k=top_k,
-                                   max_length=max_length, prompt=_prompt_tokens(prompt or "", fmt))
+                                   max_length=max_length, prompt=tokens)
         return [render(w, fmt) for w in words]
     context = _prompt_tokens(prompt, fmt) if prompt else []
+    _warn_unknown(context, vocab)
     if not context:  # start after a line end
         context = ["\n"] if fmt == "chars" else [EOS]
     banned = [vocab.unk_id] if fmt == "chars" else []

@@ -210,6 +210,12 @@ def make_optimizer(name: str, params: dict[str, np.ndarray], lr: float, **kw) ->
     return OPTIMIZERS[name](params, lr, **kw)
 
 
+def grad_norm(grads: dict[str, np.ndarray]) -> float:
+    """The global L2 norm of all gradients together."""
+    norms = [np.linalg.norm(g.ravel()) for g in grads.values()]
+    return float(np.linalg.norm(norms)) if norms else 0.0
+
+
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
 
@@ -217,8 +223,7 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     ``max_norm / (norm + 1e-6)``, applied when it is below 1. Returns the norm
     before clipping.
     """
-    norms = [np.linalg.norm(g.ravel()) for g in grads.values()]
-    total = float(np.linalg.norm(norms)) if norms else 0.0
+    total = grad_norm(grads)
     coef = max_norm / (total + 1e-6)
     if coef < 1:
         for g in grads.values():
@@ -338,6 +343,7 @@ SCHEDULES = {
     "plateau": PlateauSchedule,
     "none": ConstantSchedule,
 }
+SCHEDULE_AT = ("epoch", "eval")  # which evaluations a schedule sees: epoch ends only, or every one
 
 
 def make_schedule(name: str, optimizer: Optimizer, **kw) -> Schedule:

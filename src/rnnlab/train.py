@@ -87,23 +87,27 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import JSON_NAME, Checkpoint, check_compatible, load_checkpoint, save_checkpoint
-from .atomic import atomic_write
 from .data.batching import batchify, num_stream_chunks, sentence_batches, stream_chunks
 from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, split_corpus
 from .data.vocab import Vocab
 from .errors import CheckpointError, DataError, RnnlabError
+from .interrupts import Interrupted, StopRequests
 from .model import LanguageModel, ModelConfig
-from .optim import OPTIMIZERS, SCHEDULES, SGD, Optimizer, Schedule, clip_grad_norm, make_optimizer, make_schedule
+from .optim import (OPTIMIZERS, SCHEDULE_AT, SCHEDULES, SGD, Optimizer, Schedule, clip_grad_norm, grad_norm, make_optimizer,
+                    make_schedule)
 from .plot import plot_losses
+from .rundir import (BEST_NAME, EVENT_KEY, METRICS_NAME, PLOT_NAME, VOCAB_NAME, check_fresh, check_record,
+                     evaluations, now, read_metrics, resolve_path, write_metrics)
 
-METRICS_NAME, PLOT_NAME, VOCAB_NAME = "metrics.jsonl", "loss.png", "vocab.json"
-METRIC_KEYS = ("epoch", "step", "tokens", "train_loss", "valid_loss", "perplexity", "lr", "tokens_per_s")
+METRIC_KEYS = ("epoch", "step", "tokens", "train_loss", "valid_loss", "perplexity", "lr", "tokens_per_s",
+               "wall_time")
 
 _SENTENCE_DEFAULTS = dict(hidden=100, embed=0, bias=False, batch_size=1, bptt=4, bptt_mode="window",
                           optimizer="sgd", lr=0.005, clip=0.0, epochs=10)
@@ -113,14 +117,16 @@ FORMAT_DEFAULTS = {
     "tokens": dict(cell="lstm", layers=2, hidden=200, embed=200, bias=True, dropout=0.2, batch_size=20, bptt=35,
                    bptt_mode="chunk", optimizer="sgd", lr=20.0, clip=0.25, schedule="plateau", epochs=6),
     "chars": dict(hidden=256, embed=32, bias=True, batch_size=32, bptt=64, bptt_mode="chunk",
-                  optimizer="adam", lr=3e-3, clip=1.0, epochs=1),
+                  optimizer="adam", lr=3e-3, clip=1.0, schedule="plateau", epochs=1),
 }
-COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", layers=1, dropout=0.0, tied=False,
-                       schedule="halve-on-rise", max_steps=0,
-                       eval_every=0, eval_tokens=100_000, valid_fraction=0.1, seed=0, dtype="float32")
+COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", classes=0, cutoffs=(), div_value=4.0,
+                       head_bias=False, layers=1, dropout=0.0, tied=False, schedule="halve-on-rise",
+                       schedule_at="epoch", max_steps=0, eval_every=0, eval_tokens=100_000, early_stop=0,
+                       valid_fraction=0.1, seed=0, dtype="float32")
 # What a resumed run cannot change: the model and the data it was trained on.
-FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "hidden", "embed", "layers", "bias", "dropout",
-                   "tied", "dtype", "optimizer", "schedule", "valid_fraction")
+FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "classes", "cutoffs", "div_value", "head_bias",
+                   "hidden", "embed", "layers", "bias", "dropout", "tied", "dtype", "optimizer", "schedule",
+                   "valid_fraction", "valid")
 DROPOUT_STREAM = 1  # dropout masks come from the generator seeded (seed, DROPOUT_STREAM, step)
 EVAL_BATCH = 64  # sentences per forward pass when evaluating
 EVAL_STREAMS = 32  # parallel streams when evaluating a stream (word_language_model uses 10; 32 is 2x faster,
@@ -132,12 +138,18 @@ EVAL_STEPS = 256  # steps per forward pass when evaluating a stream
 class TrainConfig:
     """What to train on and how; ``None`` = the format's default (see the module docstring)."""
 
-    corpus: str | None = None  # corpus file
+    corpus: str | None = None  # corpus file, or a folder made by ``rnnlab prepare``
+    valid: str | None = None  # validation file (same format, the corpus's vocabulary) instead of a held-out part
+    test: str | None = None  # test file, scored once at the end (by the best model when there is validation)
     out: str = "runs/rnnlab"  # run directory: checkpoint, metrics.jsonl, loss.png, vocab.json
     format: str | None = None  # csv | text | tokens | chars; None: csv for *.csv, else text
     vocab_size: int | None = None  # ids including the unknown token; 0 = every distinct token
     cell: str | None = None  # a name in cells.CELLS
     softmax: str | None = None  # the output layer: a name in output.OUTPUT_LAYERS
+    classes: int | None = None  # the class layer's classes; 0 = about sqrt(V)
+    cutoffs: tuple | None = None  # the adaptive layer's cut points; () = its default for the vocabulary
+    div_value: float | None = None  # the adaptive layer's shrink per tail cluster
+    head_bias: bool | None = None  # the adaptive layer's head has a bias
     hidden: int | None = None
     embed: int | None = None  # embedding size; 0 = none (the tutorial's one-hot U, size hidden)
     layers: int | None = None
@@ -149,12 +161,14 @@ class TrainConfig:
     bptt_mode: str | None = None  # window | chunk | full
     optimizer: str | None = None  # a name in optim.OPTIMIZERS
     schedule: str | None = None  # a name in optim.SCHEDULES: halve-on-rise | plateau | none
+    schedule_at: str | None = None  # epoch: the schedule sees the evaluations at epoch ends; eval: every one
     lr: float | None = None
     clip: float | None = None  # max global gradient norm; 0 = no clipping
     epochs: int | None = None  # total epochs (a resumed run trains up to this many)
     max_steps: int | None = None  # total optimiser steps; 0 = no limit
     eval_every: int | None = None  # also evaluate (and checkpoint) every N steps; 0 = epoch ends only
     eval_tokens: int | None = None  # cap on the training tokens scored by an evaluation; 0 = all
+    early_stop: int | None = None  # stop after N evaluations without a better validation loss; 0 = never
     valid_fraction: float | None = None  # last fraction of the corpus held out; 0 = no validation
     shuffle: bool | None = None  # shuffle the batch order each epoch; None: on when batch_size > 1
     seed: int | None = None
@@ -168,8 +182,14 @@ class TrainConfig:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         values = {**COMMON_DEFAULTS, **FORMAT_DEFAULTS[fmt]}
-        values.update({f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None})
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if self.valid and self.valid_fraction:
+            raise ValueError("--valid and --valid-fraction both choose the validation data; give one")
+        if self.valid:
+            values["valid_fraction"] = 0.0
+        values.update(given)
         values["format"] = fmt
+        values["cutoffs"] = tuple(int(c) for c in values["cutoffs"])
         if values.get("shuffle") is None:
             values["shuffle"] = fmt in SENTENCE_FORMATS and values["batch_size"] > 1
         cfg = TrainConfig(**values)
@@ -186,7 +206,8 @@ class TrainConfig:
 
         for name in ("hidden", "layers", "batch_size", "bptt", "epochs"):
             whole(name, 1)
-        for name in ("vocab_size", "embed", "max_steps", "eval_every", "eval_tokens", "seed"):
+        for name in ("vocab_size", "embed", "max_steps", "eval_every", "eval_tokens", "early_stop", "seed",
+                     "classes"):
             whole(name, 0)
         for name, low in (("lr", 0.0), ("clip", 0.0)):
             value = getattr(self, name)
@@ -194,10 +215,20 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= {low:g}, not {value!r}")
         if not (isinstance(self.valid_fraction, (int, float)) and 0.0 <= self.valid_fraction < 1.0):
             raise ValueError(f"valid-fraction must be in [0, 1), not {self.valid_fraction!r}")
-        for name in ("bias", "tied"):
+        for name in ("bias", "tied", "head_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
-        model = self.model_config(1)  # the model's own checks: cell, output layer, dtype, dropout, tying
+        if self.schedule_at not in SCHEDULE_AT:
+            raise ValueError(f"schedule-at must be one of {', '.join(SCHEDULE_AT)}, not {self.schedule_at!r}")
+        if self.early_stop and not (self.valid or self.valid_fraction):
+            raise ValueError("--early-stop needs validation data (--valid or --valid-fraction)")
+        if self.classes and self.softmax != "class":
+            raise ValueError("--classes is a setting of --softmax class")
+        if self.cutoffs and self.softmax != "adaptive":
+            raise ValueError("--cutoffs is a setting of --softmax adaptive")
+        # the model's own checks (cell, output layer, dtype, dropout, tying), on a stand-in vocabulary
+        stand_in = self.cutoffs or ((1,) if self.softmax == "adaptive" else ())
+        model = self.model_config(stand_in[-1] + 1 if stand_in else 2, stand_in)
         model.cell_type.check_bptt(self.bptt_mode, None if self.bptt_mode == "full" else self.bptt, self.layers)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
@@ -208,10 +239,12 @@ class TrainConfig:
     def sentence_mode(self) -> bool:
         return self.format in SENTENCE_FORMATS
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
-        """The ModelConfig this (resolved) config trains, for a vocabulary of ``vocab_size`` ids."""
+    def model_config(self, vocab_size: int, cutoffs: tuple = ()) -> ModelConfig:
+        """The ModelConfig this (resolved) config trains, for a vocabulary of ``vocab_size`` ids and
+        the output layer's ``cutoffs`` (``output_cutoffs``)."""
         return ModelConfig(vocab_size, self.hidden, self.embed or None, self.cell, self.layers, self.bias,
-                           self.dtype, self.softmax, self.dropout, self.tied)
+                           self.dtype, self.softmax, self.dropout, self.tied, tuple(cutoffs), self.div_value,
+                           self.head_bias)
 
 
 def format_for_path(path) -> str:
@@ -314,32 +347,6 @@ def epoch_batches(corpus: Corpus, cfg: TrainConfig, epoch: int):
 # -- files ----------------------------------------------------------------------------
 
 
-def read_metrics(out: Path, max_step: int | None = None) -> list[dict]:
-    """The lines of ``out/metrics.jsonl`` (unreadable lines skipped), up to ``max_step``."""
-    path = Path(out) / METRICS_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError):
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and (max_step is None or row.get("step", 0) <= max_step):
-            rows.append(row)
-    return rows
-
-
-def write_metrics(out: Path, metrics: list[dict]) -> None:
-    with atomic_write(Path(out) / METRICS_NAME, "w") as f:
-        for row in metrics:
-            f.write(json.dumps(row) + "\n")
-
-
 def _config_from_state(state: dict, where) -> TrainConfig:
     saved = state.get("train_config") if isinstance(state, dict) else None
     if not isinstance(saved, dict):
@@ -401,17 +408,20 @@ class TrainState:
     step: int = 0  # optimiser steps taken
     tokens: int = 0  # training tokens seen
     hidden: object = None  # stream mode: the carried state going into batch ``batch`` (None: zeros)
+    best_loss: float | None = None  # the lowest validation loss so far (OUT/best holds that model)
+    since_best: int = 0  # evaluations since then without a lower one (for early stopping)
 
     def position(self) -> dict:
         """The JSON-able part: where the run stands, the schedule, the carried state mid-epoch."""
         carried = self.hidden is not None and self.batch > 0
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "tokens": self.tokens,
-                "schedule": self.schedule.state_dict(),
+                "schedule": self.schedule.state_dict(), "best_loss": self.best_loss, "since_best": self.since_best,
                 "hidden": np.asarray(self.hidden).tolist() if carried else None}
 
-    def checkpoint(self, out: Path, cfg: "TrainConfig", vocab: Vocab) -> None:
-        """Save the state, with the config and the vocabulary, into ``out`` (atomically)."""
-        state = {**self.position(), "train_config": asdict(cfg), "format": cfg.format}
+    def checkpoint(self, out: Path, cfg: "TrainConfig", vocab: Vocab, files: dict | None = None) -> None:
+        """Save the state, with the config, the vocabulary and the records of the corpus files
+        (``rundir.file_record``), into ``out`` (atomically)."""
+        state = {**self.position(), "train_config": asdict(cfg), "format": cfg.format, "files": files or {}}
         save_checkpoint(out, params=self.model.params, config=self.model.config.to_dict(), vocab=vocab.to_dict(),
                         optimizer=self.optimizer.state_dict(), state=state)
 
@@ -427,6 +437,9 @@ class TrainState:
                                                                                       "tokens"))
             self.hidden = None if saved.get("hidden") is None else _saved_hidden(self.model, saved["hidden"],
                                                                                   batch_size)
+            best = saved.get("best_loss")  # absent from older checkpoints
+            self.best_loss = None if best is None else float(best)
+            self.since_best = int(saved.get("since_best", 0))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{where}: bad training state ({e})") from None
 
@@ -441,6 +454,15 @@ def _saved_hidden(model: LanguageModel, saved, batch_size: int):
     return cell.hidden(parts)
 
 
+class Data(NamedTuple):
+    """The corpora of a run, all with the corpus's vocabulary."""
+
+    corpus: Corpus  # the whole corpus file
+    train: Corpus  # what the model trains on
+    valid: Corpus | None  # the --valid file or the held-out part; None: no validation
+    test: Corpus | None  # the --test file, scored once at the end
+
+
 @dataclass
 class Run:
     """One training run in progress: what it reads, what it trains, where it writes."""
@@ -448,27 +470,54 @@ class Run:
     cfg: TrainConfig  # resolved
     out: Path
     vocab: Vocab
-    train_data: Corpus
-    valid_data: Corpus | None
+    data: Data
     state: TrainState
     metrics: list[dict]  # every line of metrics.jsonl so far
     log: Callable
+    files: dict = field(default_factory=dict)  # "corpus", "valid", "test" -> rundir.file_record
+    stop: StopRequests = field(default_factory=lambda: StopRequests(enabled=False))
+    resume_hint: str | None = None  # the command that continues this run, for the interruption message
+
+    def save(self, directory: Path | None = None) -> None:
+        """The checkpoint of the run as it stands, into OUT (or ``directory``)."""
+        self.state.checkpoint(directory or self.out, self.cfg, self.vocab, self.files)
 
 
 @dataclass
 class Interval:
-    """What happened since the last evaluation: for tokens/s and the progress bar."""
+    """What happened since the last evaluation: tokens/s, the progress bar, gradient statistics."""
 
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
     tokens: int = 0
     loss_sum: float = 0.0  # summed -log p over those tokens
+    norms: list = field(default_factory=list)  # global gradient norms before clipping (steps that form gradients)
+    update_ratio: dict | None = None  # ||update|| / ||weight|| per parameter, on the interval's first step
 
     def add(self, loss_sum: float, tokens: int) -> None:
         self.steps, self.tokens, self.loss_sum = self.steps + 1, self.tokens + tokens, self.loss_sum + loss_sum
 
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+    def gradient_stats(self, clip: float) -> dict:
+        """The metrics row's gradient fields: mean and largest norm before clipping, the share of
+        steps clipped, and the sampled update-to-weight ratios (absent where nothing was measured:
+        the fused SGD step forms no gradient)."""
+        stats = {}
+        if self.norms:
+            norms = np.asarray(self.norms)
+            stats.update(grad_norm=float(norms.mean()), grad_norm_max=float(norms.max()),
+                         clipped=float(np.mean(norms > clip)) if clip else 0.0)
+        if self.update_ratio is not None:
+            stats["update_ratio"] = self.update_ratio
+        return stats
+
+
+class Step(NamedTuple):
+    loss_sum: float  # summed -log p over the batch's targets
+    tokens: int  # its targets
+    grad_norm: float | None  # the global gradient norm before clipping; None for the fused SGD step
 
 
 # -- the parts of a run -------------------------------------------------------------
@@ -479,17 +528,18 @@ def resolve_run(config: TrainConfig, resume: bool, force: bool) -> tuple[TrainCo
 
     On resume the saved config is the base; fields of ``config`` that are
     not None override it, except those in ``FIXED_ON_RESUME``. Without
-    resume, a directory that already holds a checkpoint is refused unless ``force``.
+    resume, a directory that already holds a run's files is refused unless
+    ``force``. File paths become absolute, so the checkpoint names its
+    corpus wherever the run is resumed from.
     """
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise RnnlabError(f"{out} exists and is not a directory")
+    config = replace(config, **{name: resolve_path(getattr(config, name)) for name in ("corpus", "valid", "test")})
     if not resume:
         cfg = config.resolved()
-        if (out / JSON_NAME).exists() and not force:
-            raise RnnlabError(f"{out} already holds a checkpoint; pass --resume to continue it "
-                              f"or --force to replace it")
+        check_fresh(out, force)
         return cfg, None
+    if out.exists() and not out.is_dir():
+        raise RnnlabError(f"{out} exists and is not a directory")
     ckpt = load_checkpoint(out)
     saved = _config_from_state(ckpt.state, out / JSON_NAME)
     given = {f.name: getattr(config, f.name) for f in fields(config)
@@ -501,29 +551,59 @@ def resolve_run(config: TrainConfig, resume: bool, force: bool) -> tuple[TrainCo
     return replace(saved, **given, out=str(out)).resolved(), ckpt
 
 
-def load_data(cfg: TrainConfig, ckpt: Checkpoint | None) -> tuple[Corpus, Corpus, Corpus | None]:
-    """(the whole corpus, its training part, its validation part or None). The vocabulary is built
-    once, then always taken from the checkpoint."""
+def corpus_records(cfg: TrainConfig, ckpt: Checkpoint | None, changed_ok: bool) -> dict:
+    """The records of the run's corpus files; on resume each is checked against the checkpoint's
+    (a file whose content changed is refused unless ``changed_ok``)."""
+    saved = (ckpt.state.get("files") if ckpt is not None else None) or {}
+    records = {}
+    for what, path in (("corpus", cfg.corpus), ("valid", cfg.valid), ("test", cfg.test)):
+        label = {"corpus": "corpus", "valid": "validation file", "test": "test file"}[what]
+        record = check_record(saved.get(what) if what != "test" else None, path, label, changed_ok)
+        if record is not None:
+            records[what] = record
+    return records
+
+
+def load_data(cfg: TrainConfig, ckpt: Checkpoint | None) -> Data:
+    """The run's corpora. The vocabulary is built from the corpus once, then always taken from
+    the checkpoint; validation and test files are encoded with it."""
     vocab = None
     if ckpt is not None:
         vocab = Vocab.from_dict(ckpt.vocab, source=f"{Path(cfg.out) / JSON_NAME} (vocabulary)")
     corpus = prepare_corpus(cfg.corpus, cfg.format, cfg.vocab_size or None, vocab=vocab)
+    test = prepare_corpus(cfg.test, cfg.format, vocab=corpus.vocab) if cfg.test else None
+    if cfg.valid:
+        return Data(corpus, corpus, prepare_corpus(cfg.valid, cfg.format, vocab=corpus.vocab), test)
     if not cfg.valid_fraction:
-        return corpus, corpus, None
-    return (corpus, *split_corpus(corpus, cfg.valid_fraction))
+        return Data(corpus, corpus, None, test)
+    return Data(corpus, *split_corpus(corpus, cfg.valid_fraction), test)
 
 
-def build_state(cfg: TrainConfig, vocab_size: int, ckpt: Checkpoint | None, lr: float | None) -> TrainState:
+def output_cutoffs(cfg: TrainConfig, vocab: Vocab) -> tuple:
+    """Where the output layer cuts the ids: the class layer's classes from the vocabulary's
+    counts, the adaptive layer's given or default cutoffs, nothing for the full softmax."""
+    if cfg.softmax == "class":
+        from .class_softmax import class_cutoffs, default_classes
+        return tuple(class_cutoffs(vocab.counts, cfg.classes or default_classes(len(vocab))))
+    if cfg.softmax == "adaptive":
+        from .adaptive_softmax import default_cutoffs
+        return tuple(cfg.cutoffs) or tuple(default_cutoffs(len(vocab)))
+    return ()
+
+
+def build_state(cfg: TrainConfig, vocab: Vocab, ckpt: Checkpoint | None, lr: float | None) -> TrainState:
     """Model, optimiser and schedule, fresh (initialised from ``cfg.seed``) or as ``ckpt`` saved them;
     ``lr`` (not None) replaces the saved learning rate on resume."""
-    mconfig = cfg.model_config(vocab_size)
     where = Path(cfg.out) / JSON_NAME
     if ckpt is None:
+        mconfig = cfg.model_config(len(vocab), output_cutoffs(cfg, vocab))
         model = LanguageModel.from_config(mconfig, seed=cfg.seed)
     else:
-        if _saved_model_config(ckpt) != mconfig:
+        mconfig = _saved_model_config(ckpt)
+        expected = cfg.model_config(len(vocab), mconfig.cutoffs if mconfig is not None else ())
+        if mconfig != expected:
             raise CheckpointError(f"the model in {where} ({ckpt.config}) does not match "
-                                  f"the configuration ({mconfig.to_dict()})")
+                                  f"the configuration ({expected.to_dict()})")
         check_compatible(ckpt, mconfig.param_shapes(), None)
         model = LanguageModel.from_config(mconfig, ckpt.params)
     optimizer = make_optimizer(cfg.optimizer, model.params, cfg.lr)
@@ -551,13 +631,12 @@ def fused_sgd(cfg: TrainConfig, state: TrainState) -> bool:
             and state.model.output.fused_sgd)
 
 
-def take_step(run: Run, inputs, targets, mask) -> tuple[float, int]:
+def take_step(run: Run, inputs, targets, mask) -> Step:
     """One optimiser step on one batch; advances the carried state in stream mode.
 
     Sentence mode: the loss summed over each sentence's tokens, averaged
     over the batch's sentences (the gradient scaled by 1/B). Stream mode:
-    averaged over the tokens, from the carried state. Returns (the batch's
-    summed -log p, its number of targets).
+    averaged over the tokens, from the carried state.
     """
     cfg, state = run.cfg, run.state
     model, optimizer = state.model, state.optimizer
@@ -572,6 +651,7 @@ def take_step(run: Run, inputs, targets, mask) -> tuple[float, int]:
     else:
         kw.update(hidden=state.hidden)
         scale, n_tokens = 1.0, inputs.size
+    norm = None
     if fused_sgd(cfg, state):
         loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, bptt=cfg.bptt_mode,
                                      truncate=truncate, **kw)
@@ -583,12 +663,20 @@ def take_step(run: Run, inputs, targets, mask) -> tuple[float, int]:
         if scale != 1:
             for g in grads.values():
                 g *= scale
-        if cfg.clip:
-            clip_grad_norm(grads, cfg.clip)
+        norm = clip_grad_norm(grads, cfg.clip) if cfg.clip else grad_norm(grads)
         optimizer.step(grads)
     if not cfg.sentence_mode:
         state.hidden = final
-    return (loss if cfg.sentence_mode else loss * n_tokens), n_tokens
+    return Step(loss if cfg.sentence_mode else loss * n_tokens, n_tokens, norm)
+
+
+def update_ratios(before: dict, params: dict) -> dict:
+    """||after - before|| / ||after|| per parameter (name -> float): how far one step moved each."""
+    ratios = {}
+    for name, old in before.items():
+        size = float(np.linalg.norm(params[name]))
+        ratios[name] = float(np.linalg.norm(params[name] - old)) / size if size else 0.0
+    return ratios
 
 
 def _check_finite(loss: float, step: int, out: Path) -> None:
@@ -597,29 +685,43 @@ def _check_finite(loss: float, step: int, out: Path) -> None:
                           f"--clip (the checkpoint in {out} is the last finite one)")
 
 
-def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval, scheduled: bool = True) -> None:
-    """Evaluate, apply the schedule, then write metrics.jsonl, the checkpoint and the plot.
+def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval, regular: bool = True,
+                            epoch_end: bool = False) -> None:
+    """Evaluate, keep the best model, apply the schedule, then write metrics.jsonl, the checkpoint
+    and the plot.
 
-    ``scheduled`` False: an evaluation that happens only because the run
-    stops here (``max_steps``); it leaves the schedule alone, so that the run
-    resumed from this checkpoint goes on exactly as one that never stopped.
+    ``epoch_end``: the evaluation at the end of an epoch, which feeds the
+    schedule (any evaluation does with ``schedule_at`` "eval"). ``regular``
+    False: an evaluation that happens only because the run stops here
+    (``max_steps``); it leaves the schedule, the best model and the count of
+    evaluations without improvement alone, so that the run resumed from this
+    checkpoint goes on exactly as one that never stopped.
     """
     cfg, state = run.cfg, run.state
-    train_loss = mean_loss(state.model, run.train_data, max_tokens=cfg.eval_tokens or None)
-    valid_loss = mean_loss(state.model, run.valid_data) if run.valid_data is not None else None
+    train_loss = mean_loss(state.model, run.data.train, max_tokens=cfg.eval_tokens or None)
+    valid_loss = mean_loss(state.model, run.data.valid) if run.data.valid is not None else None
     if train_loss is not None:
         _check_finite(train_loss, state.step, run.out)
     seconds = interval.seconds() if interval.steps else 0.0
     row = {"epoch": epoch_value, "step": state.step, "tokens": state.tokens, "train_loss": train_loss,
            "valid_loss": valid_loss, "perplexity": perplexity(valid_loss), "lr": state.optimizer.lr,
-           "tokens_per_s": round(interval.tokens / seconds, 1) if seconds > 0 else None}
+           "tokens_per_s": round(interval.tokens / seconds, 1) if seconds > 0 else None, "wall_time": now(),
+           **interval.gradient_stats(cfg.clip)}
     run.metrics.append(row)
-    run.log(_progress_line(row, run.valid_data is not None))
+    run.log(_progress_line(row, run.data.valid is not None))
+    improved = regular and valid_loss is not None and (state.best_loss is None or valid_loss < state.best_loss)
+    if improved:
+        state.best_loss, state.since_best = valid_loss, 0
+    elif regular and valid_loss is not None:
+        state.since_best += 1
+    scheduled = regular and (epoch_end or cfg.schedule_at == "eval")
     if scheduled and train_loss is not None and state.schedule.update(train_loss, valid_loss):
         run.log(f"Setting learning rate to {state.optimizer.lr:g} ({state.schedule.reason})")
     run.out.mkdir(parents=True, exist_ok=True)
     write_metrics(run.out, run.metrics)
-    state.checkpoint(run.out, cfg, run.vocab)
+    run.save()
+    if improved:
+        run.save(run.out / BEST_NAME)
     plot_losses(run.metrics, run.out / PLOT_NAME, title=f"{Path(cfg.corpus).name} ({cfg.format})")
 
 
@@ -633,12 +735,27 @@ def _progress_line(row: dict, with_valid: bool) -> str:
     return text
 
 
+def early_stop_due(run: Run) -> bool:
+    """Whether ``early_stop`` evaluations in a row have not improved on the best validation loss."""
+    return bool(run.cfg.early_stop) and run.state.since_best >= run.cfg.early_stop
+
+
+def stop_if_requested(run: Run) -> None:
+    """After a SIGINT or SIGTERM: save the checkpoint at this step and raise ``Interrupted``."""
+    if not run.stop.requested:
+        return
+    run.save()
+    hint = f"; continue with: {run.resume_hint}" if run.resume_hint else ""
+    raise Interrupted(f"stopped by {run.stop.name} at step {run.state.step}; checkpoint saved in {run.out}{hint}",
+                      run.stop.requested)
+
+
 def train_epoch(run: Run, show_progress: bool) -> bool:
-    """Train from the run's position to the end of its epoch, or until ``max_steps``; evaluate and
-    checkpoint every ``eval_every`` steps, at the epoch's end and at the stop. Returns whether
-    ``max_steps`` stopped it."""
+    """Train from the run's position to the end of its epoch, or until ``max_steps`` or an early
+    stop; evaluate and checkpoint every ``eval_every`` steps, at the epoch's end and at the stop.
+    Returns whether the run should stop (``max_steps`` or ``early_stop``)."""
     cfg, state = run.cfg, run.state
-    n_batches, batches = epoch_batches(run.train_data, cfg, state.epoch)
+    n_batches, batches = epoch_batches(run.data.train, cfg, state.epoch)
     if state.hidden is None and not cfg.sentence_mode:
         state.hidden = state.model.init_hidden(cfg.batch_size)
     bar = _progress_bar(n_batches, state.batch, f"epoch {state.epoch + 1}/{cfg.epochs}", show_progress)
@@ -647,11 +764,17 @@ def train_epoch(run: Run, show_progress: bool) -> bool:
         for b, (inputs, targets, mask) in enumerate(batches):
             if b < state.batch:  # done before the run was resumed
                 continue
-            loss_sum, n_tokens = take_step(run, inputs, targets, mask)
-            state.step, state.tokens, state.batch = state.step + 1, state.tokens + n_tokens, b + 1
-            interval.add(loss_sum, n_tokens)
+            before = None if interval.steps else {k: p.copy() for k, p in state.model.params.items()}
+            step = take_step(run, inputs, targets, mask)
+            if before is not None:
+                interval.update_ratio = update_ratios(before, state.model.params)
+            if step.grad_norm is not None:
+                interval.norms.append(step.grad_norm)
+            state.step, state.tokens, state.batch = state.step + 1, state.tokens + step.tokens, b + 1
+            interval.add(step.loss_sum, step.tokens)
             if bar is not None:
                 shown = _show_progress(bar, interval, shown)
+            stop_if_requested(run)
             if cfg.max_steps and state.step >= cfg.max_steps:
                 stopped = True
                 break
@@ -660,16 +783,18 @@ def train_epoch(run: Run, show_progress: bool) -> bool:
                     bar.clear()
                 evaluate_and_checkpoint(run, round(state.epoch + state.batch / n_batches, 4), interval)
                 interval = Interval()
+                if early_stop_due(run):
+                    return True
     finally:
         if bar is not None:
             bar.close()
     if state.batch >= n_batches:  # the epoch is complete
         state.epoch, state.batch, state.hidden = state.epoch + 1, 0, None
-        evaluate_and_checkpoint(run, state.epoch, interval)
-    elif interval.steps:  # stopped by max_steps inside the epoch: scheduled only where eval_every falls
-        scheduled = bool(cfg.eval_every) and state.step % cfg.eval_every == 0
-        evaluate_and_checkpoint(run, round(state.epoch + state.batch / n_batches, 4), interval, scheduled)
-    return stopped
+        evaluate_and_checkpoint(run, state.epoch, interval, epoch_end=True)
+    elif interval.steps:  # stopped by max_steps inside the epoch: regular only where eval_every falls
+        regular = bool(cfg.eval_every) and state.step % cfg.eval_every == 0
+        evaluate_and_checkpoint(run, round(state.epoch + state.batch / n_batches, 4), interval, regular)
+    return stopped or early_stop_due(run)
 
 
 def _progress_bar(total, initial, desc, enabled):
@@ -687,23 +812,25 @@ def _progress_bar(total, initial, desc, enabled):
 def _show_progress(bar, interval: Interval, shown: float) -> float:
     """Advance the bar; refresh its loss and tokens/s at most twice a second. Returns when it last did."""
     bar.update(1)
-    now = time.perf_counter()
-    if now - shown <= 0.5:
+    now_ = time.perf_counter()
+    if now_ - shown <= 0.5:
         return shown
     bar.set_postfix(loss=f"{interval.loss_sum / interval.tokens:.3f}",
-                    tok_s=f"{interval.tokens / (now - interval.started):,.0f}", refresh=False)
-    return now
+                    tok_s=f"{interval.tokens / (now_ - interval.started):,.0f}", refresh=False)
+    return now_
 
 
-def _announce(run: Run, corpus: Corpus, resumed: bool) -> None:
-    cfg, state, log = run.cfg, run.state, run.log
+def _announce(run: Run, resumed: bool) -> None:
+    cfg, state, log, corpus = run.cfg, run.state, run.log, run.data.corpus
     kind = "sentences" if cfg.sentence_mode else "tokens"
     log(f"corpus {cfg.corpus} ({cfg.format}): {corpus.num_tokens:,} tokens"
         + (f" in {corpus.num_sentences:,} sentences" if cfg.sentence_mode else "")
         + f"; vocabulary of {len(run.vocab):,} ids" + _least_frequent(run.vocab))
-    split = f"train {run.train_data.num_tokens:,} tokens"
-    if run.valid_data is not None:
-        split += f", validation {run.valid_data.num_tokens:,} tokens"
+    split = f"train {run.data.train.num_tokens:,} tokens"
+    if run.data.valid is not None:
+        split += f", validation {run.data.valid.num_tokens:,} tokens"
+    if run.data.test is not None:
+        split += f", test {run.data.test.num_tokens:,} tokens"
     log(split + f"; {state.model.num_params():,} parameters; {cfg.optimizer} lr {cfg.lr:g}, "
         f"batch {cfg.batch_size} {kind}, bptt {cfg.bptt_mode} {cfg.bptt}")
     if resumed:
@@ -713,39 +840,68 @@ def _announce(run: Run, corpus: Corpus, resumed: bool) -> None:
                 f"pass a larger --epochs or --max-steps to train further")
 
 
+def score_test(run: Run) -> dict:
+    """The test file's loss and perplexity, by the best model when there is one (else the last),
+    as a metrics row."""
+    model, which = run.state.model, "last"
+    best = run.out / BEST_NAME
+    if run.state.best_loss is not None and (best / JSON_NAME).exists():
+        model, which = LanguageModel.from_config(model.config, load_checkpoint(best).params), "best"
+    loss = mean_loss(model, run.data.test)
+    row = {EVENT_KEY: "test", "step": run.state.step, "model": which, "test_loss": loss,
+           "test_perplexity": perplexity(loss), "wall_time": now()}
+    run.log(f"test loss {_fmt(loss)}  ppl {_fmt(row['test_perplexity'], 2)} ({which} model)")
+    return row
+
+
 # -- the loop -------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool | None = None,
-          log=print) -> TrainResult:
+def train(config: TrainConfig, *, resume: bool = False, force: bool = False, corpus_changed: bool = False,
+          progress: bool | None = None, log=print, resume_hint: str | None = None) -> TrainResult:
     """Train as ``config`` says; see the module docstring.
 
-    ``resume``: continue the checkpoint in ``config.out`` (see ``resolve_run``);
-    without it, a directory that already holds a checkpoint is refused
+    ``resume``: continue the checkpoint in ``config.out`` (see ``resolve_run``),
+    refusing corpus files whose content changed unless ``corpus_changed``;
+    without it, a directory that already holds a run's files is refused
     unless ``force``. ``progress``: show tqdm bars on stderr (None: when
     stderr is a terminal). ``log``: where the per-evaluation lines go
-    (``print``; pass ``lambda *a: None`` to be quiet).
+    (``print``; pass ``lambda *a: None`` to be quiet). SIGINT and SIGTERM
+    (in the main thread) save a checkpoint at the current step and raise
+    ``interrupts.Interrupted``, whose message ends with ``resume_hint``.
 
     Nothing is written until the corpus, the config and (on resume) the
     checkpoint have all been read and checked.
     """
     cfg, ckpt = resolve_run(config, resume, force)
-    corpus, train_data, valid_data = load_data(cfg, ckpt)
-    state = build_state(cfg, len(corpus.vocab), ckpt, config.lr if resume else None)
+    files = corpus_records(cfg, ckpt, corpus_changed)
+    data = load_data(cfg, ckpt)
+    state = build_state(cfg, data.corpus.vocab, ckpt, config.lr if resume else None)
     out = Path(cfg.out)
     metrics = read_metrics(out, max_step=state.step) if resume else []
-    run = Run(cfg, out, corpus.vocab, train_data, valid_data, state, metrics, log)
-    _announce(run, corpus, resumed=resume)
-    if not resume:
+    run = Run(cfg, out, data.corpus.vocab, data, state, metrics, log, files, resume_hint=resume_hint)
+    _announce(run, resumed=resume)
+    if resume:
+        run.metrics.append({EVENT_KEY: "resume", "epoch": state.epoch, "step": state.step, "tokens": state.tokens,
+                            "wall_time": now()})
+    else:
         out.mkdir(parents=True, exist_ok=True)
-        corpus.vocab.save(out / VOCAB_NAME)
-        evaluate_and_checkpoint(run, 0, Interval())
+        data.corpus.vocab.save(out / VOCAB_NAME)
+        evaluate_and_checkpoint(run, 0, Interval(), epoch_end=True)  # the start: epoch 0 ends here
 
     show = sys.stderr.isatty() if progress is None else progress
-    stopped = bool(cfg.max_steps) and state.step >= cfg.max_steps
-    while state.epoch < cfg.epochs and not stopped:
-        stopped = train_epoch(run, show)
-    n_batches = max(1, epoch_batches(train_data, cfg, state.epoch)[0])
+    stopped = (bool(cfg.max_steps) and state.step >= cfg.max_steps) or early_stop_due(run)
+    with StopRequests() as run.stop:
+        while state.epoch < cfg.epochs and not stopped:
+            stopped = train_epoch(run, show)
+            stop_if_requested(run)
+    if early_stop_due(run):
+        log(f"stopped early: {cfg.early_stop} evaluations without a validation loss below "
+            f"{_fmt(state.best_loss)} (the model in {out / BEST_NAME})")
+    if data.test is not None:
+        run.metrics.append(score_test(run))
+        write_metrics(out, run.metrics)
+    n_batches = max(1, epoch_batches(data.train, cfg, state.epoch)[0])
     epoch_value = state.epoch + (state.batch / n_batches if state.batch else 0)
     return TrainResult(out=out, model=state.model, vocab=run.vocab, config=cfg, metrics=run.metrics,
                        step=state.step, epoch=round(epoch_value, 4))

@@ -52,9 +52,15 @@ def cache_dir() -> Path:
 
 
 def data_dir() -> Path | None:
-    """``$RNNLAB_DATA_DIR`` as a path, or None when unset or empty."""
+    """``$RNNLAB_DATA_DIR`` as a path, or None when unset or empty; ``DataError`` when it names no
+    folder (a mistyped path should not quietly turn into a download)."""
     value = os.environ.get("RNNLAB_DATA_DIR")
-    return Path(value) if value else None
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        raise DataError(f"RNNLAB_DATA_DIR is {value}, which is not a folder; point it to the folder that "
+                        f"holds the corpora, or unset it")
+    return Path(value)
 
 
 def sha256_of(path: str | os.PathLike) -> str:

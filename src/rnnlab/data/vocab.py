@@ -74,8 +74,7 @@ class Vocab:
         ``max_size`` counts every id (specials and unk included); ``None`` or 0
         keeps every distinct token. A ``max_size`` larger than the number of
         distinct tokens + 1 keeps them all with a ``VocabularyCappedWarning``
-        (the tutorial's 8000 on a small sample); one larger than the corpus
-        itself (its number of tokens) is a mistake and raises ``DataError``.
+        (the tutorial's 8000 on a small sample), however much larger: one rule.
         """
         counter = Counter(tokens) if not isinstance(tokens, Mapping) else Counter(dict(tokens))
         specials = tuple(specials)
@@ -95,11 +94,6 @@ class Vocab:
                 f"and the unknown token need {len(specials) + 1}"
             )
         if max_size > largest:
-            total = sum(counter.values())
-            if max_size > total:
-                raise DataError(
-                    f"vocabulary of {max_size} requested but the corpus has only {total} tokens "
-                    f"({len(counter)} distinct)")
             warnings.warn(
                 f"vocabulary of {max_size} requested but the corpus has only {len(counter)} distinct "
                 f"tokens: using {largest} ids", VocabularyCappedWarning, stacklevel=2)

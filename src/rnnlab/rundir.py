@@ -1,0 +1,121 @@
+"""A run directory as a record of one training run.
+
+    OUT/
+      checkpoint.json, model-*.safetensors, optimizer-*.safetensors   the last state (checkpoint.py)
+      best/             the same files, for the evaluation with the lowest validation loss so far
+      metrics.jsonl     one JSON object per evaluation, plus event rows (a resume, the test score)
+      loss.png          the curves of metrics.jsonl, learning-rate changes and resumes marked
+      vocab.json        the vocabulary
+
+Every file here is the run's own: a fresh run refuses a directory that holds
+any of them (it would replace another run's record) unless ``force`` says
+so; ``--resume`` continues the one that is there. The checkpoint names its
+corpus files by absolute path with their size and SHA-256, so a run resumes
+from any working directory and a changed corpus is caught.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .atomic import atomic_write
+from .checkpoint import JSON_NAME
+from .data.corpora import sha256_of
+from .errors import RnnlabError
+
+METRICS_NAME, PLOT_NAME, VOCAB_NAME, BEST_NAME = "metrics.jsonl", "loss.png", "vocab.json", "best"
+RUN_FILES = (JSON_NAME, METRICS_NAME, PLOT_NAME, VOCAB_NAME, BEST_NAME)
+EVENT_KEY = "event"  # metrics rows that are not evaluations: {"event": "resume" | "test", ...}
+
+
+def now() -> float:
+    """Wall-clock time for metrics rows: seconds since the epoch."""
+    return round(time.time(), 3)
+
+
+# -- metrics.jsonl ------------------------------------------------------------------
+
+
+def read_metrics(out, max_step: int | None = None) -> list[dict]:
+    """The rows of ``out/metrics.jsonl`` (unreadable lines skipped), up to ``max_step``."""
+    try:
+        text = (Path(out) / METRICS_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and (max_step is None or row.get("step", 0) <= max_step):
+            rows.append(row)
+    return rows
+
+
+def write_metrics(out, metrics: list[dict]) -> None:
+    with atomic_write(Path(out) / METRICS_NAME, "w") as f:
+        for row in metrics:
+            f.write(json.dumps(row) + "\n")
+
+
+def evaluations(metrics: list[dict]) -> list[dict]:
+    """The rows that are evaluations (not events)."""
+    return [row for row in metrics if EVENT_KEY not in row]
+
+
+# -- who owns the directory -----------------------------------------------------------
+
+
+def check_fresh(out: Path, force: bool) -> None:
+    """Refuse to start a run in ``out`` when it holds another run's files, unless ``force``;
+    with ``force``, remove the old run's best checkpoint (the new run keeps its own)."""
+    if out.exists() and not out.is_dir():
+        raise RnnlabError(f"{out} exists and is not a directory")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found:
+        return
+    if not force:
+        what = "a checkpoint" if JSON_NAME in found else f"{found[0]} from another run"
+        raise RnnlabError(f"{out} already holds {what}; pass --resume to continue it, --force to replace "
+                          f"it, or choose another --out")
+    best = out / BEST_NAME
+    if best.is_dir() and (best / JSON_NAME).exists():
+        shutil.rmtree(best)
+
+
+# -- the corpus files a run read -------------------------------------------------------
+
+
+def file_record(path) -> dict:
+    """``{"path": absolute path, "size": bytes, "sha256": hex}`` of a corpus file (or, for a
+    prepared corpus folder, of its ``corpus.json``, which records its own source)."""
+    path = Path(path).resolve()
+    target = path / "corpus.json" if path.is_dir() else path
+    try:
+        return {"path": str(path), "size": target.stat().st_size, "sha256": sha256_of(target)}
+    except FileNotFoundError:
+        raise RnnlabError(f"{path}: no such file") from None
+    except OSError as e:
+        raise RnnlabError(f"{path}: {e.strerror or e}") from None
+
+
+def check_record(saved: dict | None, path, what: str, changed_ok: bool) -> dict | None:
+    """The record of ``path`` now, checked against the ``saved`` one (None: an older checkpoint,
+    nothing to check); a different content is refused unless ``changed_ok``."""
+    if path is None:
+        return None
+    record = file_record(path)
+    if isinstance(saved, dict) and saved.get("sha256") and saved["sha256"] != record["sha256"] and not changed_ok:
+        moved = "" if saved.get("path") == record["path"] else f" (the checkpoint's was {saved.get('path')})"
+        raise RnnlabError(f"the {what} {record['path']}{moved} is not the file the run trained on (its content "
+                          f"differs); pass --corpus-changed to resume on it anyway")
+    return record
+
+
+def resolve_path(path: str | None) -> str | None:
+    """An absolute form of a file path given on the command line (None stays None)."""
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
