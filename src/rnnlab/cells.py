@@ -87,6 +87,12 @@ class SequenceGate(Gate):
     last step (a tuple of (B, H) arrays, the initial state when T = 0).
     ``backward`` returns the gradients of xin, of each state part, of w_hh
     and of b_hh.
+
+    ``final_grad``: None (training: the gradient stops at the final state),
+    or a gradient arriving at the final state, one (B, H) array per part,
+    which the full and chunk backward take up as if it came from a later
+    step. It lets a chain of one-step gates carry every part of the state
+    from step to step (``diagnose.StateStep``).
     """
 
     def __init__(self, steps, mode="full", truncate=None):
@@ -95,6 +101,13 @@ class SequenceGate(Gate):
         self.mode = mode
         self.truncate = truncate
         self.final = None
+        self.final_grad = None
+
+    def _final_grad(self, part, shape, dtype):
+        """A fresh array ``shape``: the gradient at part ``part`` of the final state (zeros without ``final_grad``)."""
+        if self.final_grad is None:
+            return zeros(shape, dtype=dtype)
+        return xp.array(self.final_grad[part], dtype=dtype)
 
 
 class RNNSequence(SequenceGate):
@@ -152,7 +165,7 @@ class RNNSequence(SequenceGate):
         T, B, H = slope.shape
         cut = self.truncate if self.mode == "chunk" and self.truncate else T
         dpre = empty((T, B, H), dtype=slope.dtype)
-        d_next = zeros((B, H), dtype=slope.dtype)
+        d_next = self._final_grad(0, (B, H), slope.dtype)
         for t in range(T - 1, -1, -1):
             xp.add(d_states[t], d_next, out=dpre[t])
             dpre[t] *= slope[t]
@@ -279,8 +292,8 @@ class LSTMSequence(SequenceGate):
         cut = self.truncate if self.mode == "chunk" and self.truncate else T
         da = empty((T, B, 4, H), dtype=dtype)
         dh = empty((B, H), dtype=dtype)
-        dh_next = zeros((B, H), dtype=dtype)
-        dc = zeros((B, H), dtype=dtype)  # the gradient at c_t, from later steps, then in total
+        dh_next = self._final_grad(0, (B, H), dtype)
+        dc = self._final_grad(1, (B, H), dtype)  # the gradient at c_t, from later steps, then in total
         tmp = empty((B, H), dtype=dtype)
         dh0 = dc0 = None
         for t in range(T - 1, -1, -1):
@@ -417,7 +430,7 @@ class GRUSequence(SequenceGate):
         cut = self.truncate if self.mode == "chunk" and self.truncate else T
         dq = empty((T, B, 3 * H), dtype=dtype)
         dh_total = empty((T, B, H), dtype=dtype)
-        dh_next = zeros((B, H), dtype=dtype)
+        dh_next = self._final_grad(0, (B, H), dtype)
         tmp = empty((B, H), dtype=dtype)
         dh0 = None
         for t in range(T - 1, -1, -1):

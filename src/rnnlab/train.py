@@ -354,8 +354,9 @@ def _config_from_state(state: dict, where) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     try:
         cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
-        # a setting newer than the checkpoint takes its default
+        # a setting newer than the checkpoint takes its default; JSON's lists are tuples again
         cfg = replace(cfg, **{k: v for k, v in COMMON_DEFAULTS.items() if getattr(cfg, k) is None})
+        cfg = replace(cfg, cutoffs=tuple(cfg.cutoffs))
         cfg.validate()
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: bad training configuration in the checkpoint ({e})") from None
@@ -881,20 +882,20 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, cor
     metrics = read_metrics(out, max_step=state.step) if resume else []
     run = Run(cfg, out, data.corpus.vocab, data, state, metrics, log, files, resume_hint=resume_hint)
     _announce(run, resumed=resume)
-    if resume:
-        run.metrics.append({EVENT_KEY: "resume", "epoch": state.epoch, "step": state.step, "tokens": state.tokens,
-                            "wall_time": now()})
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        data.corpus.vocab.save(out / VOCAB_NAME)
-        evaluate_and_checkpoint(run, 0, Interval(), epoch_end=True)  # the start: epoch 0 ends here
-
-    show = sys.stderr.isatty() if progress is None else progress
-    stopped = (bool(cfg.max_steps) and state.step >= cfg.max_steps) or early_stop_due(run)
     with StopRequests() as run.stop:
+        if resume:
+            run.metrics.append({EVENT_KEY: "resume", "epoch": state.epoch, "step": state.step,
+                                "tokens": state.tokens, "wall_time": now()})
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            data.corpus.vocab.save(out / VOCAB_NAME)
+            evaluate_and_checkpoint(run, 0, Interval(), epoch_end=True)  # the start: epoch 0 ends here
+        show = sys.stderr.isatty() if progress is None else progress
+        stopped = (bool(cfg.max_steps) and state.step >= cfg.max_steps) or early_stop_due(run)
         while state.epoch < cfg.epochs and not stopped:
-            stopped = train_epoch(run, show)
             stop_if_requested(run)
+            stopped = train_epoch(run, show)
+        stop_if_requested(run)
     if early_stop_due(run):
         log(f"stopped early: {cfg.early_stop} evaluations without a validation loss below "
             f"{_fmt(state.best_loss)} (the model in {out / BEST_NAME})")
