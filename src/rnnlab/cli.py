@@ -75,7 +75,7 @@ def _cutoffs(text):
 TRAIN_FLAGS = ("corpus", "out", "valid", "test", "format", "vocab_size", "softmax", "classes", "cutoffs", "div_value",
                "head_bias", "cell", "hidden", "embed", "layers", "bias", "dropout", "tied", "batch_size", "bptt",
                "bptt_mode", "optimizer", "schedule", "schedule_at", "lr", "clip", "epochs", "max_steps",
-               "eval_every", "early_stop", "valid_fraction", "seed", "dtype")
+               "eval_every", "early_stop", "valid_fraction", "tensorboard", "diagnose_every", "seed", "dtype")
 
 
 def _model_command(commands, name, **kw):
@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop", type=natural, metavar="N",
                    help="stop after N evaluations without a lower validation loss; 0 = never (default); "
                         "DIR/best always holds the model with the lowest one")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write TensorBoard event files into DIR/tb at every evaluation: the metrics, "
+                        "histograms of the weights and of their gradients (needs the tensorboard extra)")
+    p.add_argument("--diagnose-every", type=natural, metavar="N",
+                   help="every N evaluations, measure how the gradient fades with the lag (as rnnlab "
+                        "diagnose) into DIR/diagnose.jsonl; rnnlab plot DIR --lags draws it; 0 = never")
     p.add_argument("--seed", type=natural, metavar="S", help="seed of the initialisation and batch order (default 0)")
     p.add_argument("--dtype", choices=tuple(DTYPES), help="parameter dtype (default float32)")
     p.add_argument("--resume", action="store_true",
@@ -222,6 +228,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", metavar="FILE",
                    help="text file, one item per line; - or nothing reads stdin")
     p.set_defaults(func=cmd_score)
+
+    p = commands.add_parser(
+        "diagnose", help="how far back the gradient reaches: the vanishing gradient, measured",
+        description="For trained runs (RUN ...) or freshly initialised models (--cell, repeatable), on a "
+                    "sample of a corpus (a run's own by default): the mean norm of the gradient of the loss "
+                    "at step t with respect to the hidden state at step t-k, for k = 0..K, relative to k = 0 "
+                    "(for the LSTM also its memory cell's); the effective memory (the largest k whose ratio "
+                    "is above the threshold); the largest singular values of each weight_hh; the share of "
+                    "saturated units. Computed with the model's own backward.")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run directories holding a checkpoint")
+    p.add_argument("--cell", action="append", choices=tuple(CELLS),
+                   help="a freshly initialised model of this cell (repeat to compare; needs --corpus)")
+    p.add_argument("--hidden", type=positive, default=100, metavar="H", help="fresh models: hidden size (default 100)")
+    p.add_argument("--layers", type=positive, default=1, metavar="L", help="fresh models: layers (default 1)")
+    p.add_argument("--embed", type=natural, metavar="E", help="fresh models: embedding size (default: the hidden size)")
+    p.add_argument("--corpus", metavar="FILE", help="corpus to sample (default: each run's own)")
+    p.add_argument("--format", choices=FORMATS, help="the corpus's format (default: the run's, or by the file's name)")
+    p.add_argument("--vocab-size", type=natural, metavar="N", help="fresh models: vocabulary size (default: all tokens)")
+    p.add_argument("--max-lag", type=positive, default=50, metavar="K", help="largest lag k (default 50)")
+    p.add_argument("--threshold", type=_float_at_least(0.0), default=1e-3, metavar="X",
+                   help="the ratio that still counts as remembered (default 0.001)")
+    p.add_argument("--seed", type=natural, default=0, metavar="S", help="fresh models' initialisation (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON list, a diagnosis per model")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the ratio against the lag, every model on one plot")
+    p.set_defaults(func=cmd_diagnose)
+
+    p = commands.add_parser(
+        "plot", help="the training curves of several runs on one PNG",
+        description="Draw the validation (solid) and training (dashed) curves of the runs, one colour each, "
+                    "on one PNG; with --lags, the gradient-by-lag curves recorded by --diagnose-every.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="where to write the plot")
+    p.add_argument("--y", choices=("loss", "perplexity"), default="loss", help="what to draw (default loss)")
+    p.add_argument("--x", choices=("tokens", "time", "step", "epoch"), default="tokens",
+                   help="against what: training tokens, wall-clock time (pauses left out), steps or epochs "
+                        "(default tokens)")
+    p.add_argument("--lags", action="store_true",
+                   help="draw the runs' diagnose.jsonl instead: the gradient by lag at each recorded step")
+    p.set_defaults(func=cmd_plot)
 
     p = commands.add_parser("demo", help="train on Tiny Shakespeare for about two minutes, then write some",
                             description="Train a character-level tanh RNN on Tiny Shakespeare (found in "
@@ -316,6 +361,29 @@ def cmd_demo(args) -> int:
         kept = f"; the model so far is in {args.out} (rnnlab generate {shlex.quote(args.out)})" if args.out else ""
         print(f"rnnlab: demo interrupted{kept}", file=sys.stderr)
         return e.exit_status
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    from .inspect_runs import diagnose_command
+
+    results = diagnose_command(args)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results]))
+    else:
+        print("\n\n".join(r.format_table() for r in results))
+    if args.plot:
+        from .plot import plot_gradient_lags
+
+        if plot_gradient_lags(results, args.plot) is None:
+            raise RnnlabError("--plot needs matplotlib: pip install 'rnnlab[cli]'")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .inspect_runs import plot_command
+
+    plot_command(args)
     return 0
 
 

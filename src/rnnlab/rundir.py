@@ -6,6 +6,8 @@
       metrics.jsonl     one JSON object per evaluation, plus event rows (a resume, the test score)
       loss.png          the curves of metrics.jsonl, learning-rate changes and resumes marked
       vocab.json        the vocabulary
+      tb/               with --tensorboard: TensorBoard's event files
+      diagnose.jsonl    with --diagnose-every: the gradient by lag through training
 
 Every file here is the run's own: a fresh run refuses a directory that holds
 any of them (it would replace another run's record) unless ``force`` says
@@ -27,7 +29,8 @@ from .data.corpora import sha256_of
 from .errors import RnnlabError
 
 METRICS_NAME, PLOT_NAME, VOCAB_NAME, BEST_NAME = "metrics.jsonl", "loss.png", "vocab.json", "best"
-RUN_FILES = (JSON_NAME, METRICS_NAME, PLOT_NAME, VOCAB_NAME, BEST_NAME)
+TB_NAME, DIAGNOSE_NAME = "tb", "diagnose.jsonl"  # with --tensorboard, --diagnose-every (watch.py)
+RUN_FILES = (JSON_NAME, METRICS_NAME, PLOT_NAME, VOCAB_NAME, BEST_NAME, TB_NAME, DIAGNOSE_NAME)
 EVENT_KEY = "event"  # metrics rows that are not evaluations: {"event": "resume" | "test", ...}
 
 
@@ -72,7 +75,8 @@ def evaluations(metrics: list[dict]) -> list[dict]:
 
 def check_fresh(out: Path, force: bool) -> None:
     """Refuse to start a run in ``out`` when it holds another run's files, unless ``force``;
-    with ``force``, remove the old run's best checkpoint (the new run keeps its own)."""
+    with ``force``, remove the old run's best checkpoint, event log and diagnoses (files the new
+    run would add to rather than replace)."""
     if out.exists() and not out.is_dir():
         raise RnnlabError(f"{out} exists and is not a directory")
     found = [name for name in RUN_FILES if (out / name).exists()]
@@ -85,6 +89,9 @@ def check_fresh(out: Path, force: bool) -> None:
     best = out / BEST_NAME
     if best.is_dir() and (best / JSON_NAME).exists():
         shutil.rmtree(best)
+    if (out / TB_NAME).is_dir():
+        shutil.rmtree(out / TB_NAME)
+    (out / DIAGNOSE_NAME).unlink(missing_ok=True)
 
 
 # -- the corpus files a run read -------------------------------------------------------

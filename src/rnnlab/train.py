@@ -86,6 +86,7 @@ import json
 import math
 import sys
 import time
+from contextlib import closing, nullcontext
 from collections.abc import Callable
 from typing import NamedTuple
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -103,8 +104,9 @@ from .model import LanguageModel, ModelConfig
 from .optim import (OPTIMIZERS, SCHEDULE_AT, SCHEDULES, SGD, Optimizer, Schedule, clip_grad_norm, grad_norm, make_optimizer,
                     make_schedule)
 from .plot import plot_losses
-from .rundir import (BEST_NAME, EVENT_KEY, METRICS_NAME, PLOT_NAME, VOCAB_NAME, check_fresh, check_record,
-                     evaluations, now, read_metrics, resolve_path, write_metrics)
+from .rundir import (BEST_NAME, DIAGNOSE_NAME, EVENT_KEY, METRICS_NAME, PLOT_NAME, VOCAB_NAME, check_fresh,
+                     check_record, evaluations, now, read_metrics, resolve_path, write_metrics)
+from .watch import DIAGNOSE_MAX_LAG, Watch, diagnosis_sample, read_diagnoses, write_diagnoses
 
 METRIC_KEYS = ("epoch", "step", "tokens", "train_loss", "valid_loss", "perplexity", "lr", "tokens_per_s",
                "wall_time")
@@ -122,6 +124,7 @@ FORMAT_DEFAULTS = {
 COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", classes=0, cutoffs=(), div_value=4.0,
                        head_bias=False, layers=1, dropout=0.0, tied=False, schedule="halve-on-rise",
                        schedule_at="epoch", max_steps=0, eval_every=0, eval_tokens=100_000, early_stop=0,
+                       tensorboard=False, diagnose_every=0,
                        valid_fraction=0.1, seed=0, dtype="float32")
 # What a resumed run cannot change: the model and the data it was trained on.
 FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "classes", "cutoffs", "div_value", "head_bias",
@@ -169,6 +172,8 @@ class TrainConfig:
     eval_every: int | None = None  # also evaluate (and checkpoint) every N steps; 0 = epoch ends only
     eval_tokens: int | None = None  # cap on the training tokens scored by an evaluation; 0 = all
     early_stop: int | None = None  # stop after N evaluations without a better validation loss; 0 = never
+    tensorboard: bool | None = None  # also write TensorBoard event files into OUT/tb
+    diagnose_every: int | None = None  # the gradient by lag every N evaluations, into OUT/diagnose.jsonl; 0 = never
     valid_fraction: float | None = None  # last fraction of the corpus held out; 0 = no validation
     shuffle: bool | None = None  # shuffle the batch order each epoch; None: on when batch_size > 1
     seed: int | None = None
@@ -207,7 +212,7 @@ class TrainConfig:
         for name in ("hidden", "layers", "batch_size", "bptt", "epochs"):
             whole(name, 1)
         for name in ("vocab_size", "embed", "max_steps", "eval_every", "eval_tokens", "early_stop", "seed",
-                     "classes"):
+                     "classes", "diagnose_every"):
             whole(name, 0)
         for name, low in (("lr", 0.0), ("clip", 0.0)):
             value = getattr(self, name)
@@ -215,7 +220,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= {low:g}, not {value!r}")
         if not (isinstance(self.valid_fraction, (int, float)) and 0.0 <= self.valid_fraction < 1.0):
             raise ValueError(f"valid-fraction must be in [0, 1), not {self.valid_fraction!r}")
-        for name in ("bias", "tied", "head_bias"):
+        for name in ("bias", "tied", "head_bias", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.schedule_at not in SCHEDULE_AT:
@@ -478,6 +483,7 @@ class Run:
     files: dict = field(default_factory=dict)  # "corpus", "valid", "test" -> rundir.file_record
     stop: StopRequests = field(default_factory=lambda: StopRequests(enabled=False))
     resume_hint: str | None = None  # the command that continues this run, for the interruption message
+    watch: Watch | None = None  # the optional reports: TensorBoard, diagnoses
 
     def save(self, directory: Path | None = None) -> None:
         """The checkpoint of the run as it stands, into OUT (or ``directory``)."""
@@ -724,6 +730,8 @@ def evaluate_and_checkpoint(run: Run, epoch_value: float, interval: Interval, re
     if improved:
         run.save(run.out / BEST_NAME)
     plot_losses(run.metrics, run.out / PLOT_NAME, title=f"{Path(cfg.corpus).name} ({cfg.format})")
+    if run.watch is not None:
+        run.watch.evaluated(run, row)
 
 
 def _progress_line(row: dict, with_valid: bool) -> str:
@@ -882,7 +890,13 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, cor
     metrics = read_metrics(out, max_step=state.step) if resume else []
     run = Run(cfg, out, data.corpus.vocab, data, state, metrics, log, files, resume_hint=resume_hint)
     _announce(run, resumed=resume)
-    with StopRequests() as run.stop:
+    if resume and (out / DIAGNOSE_NAME).exists():
+        write_diagnoses(out, read_diagnoses(out, max_step=state.step))  # what the checkpoint had seen
+    if cfg.diagnose_every:  # a corpus too short for the sample is refused before anything is written
+        diagnosis_sample(data.valid if data.valid is not None else data.train, DIAGNOSE_MAX_LAG)
+    if cfg.tensorboard or cfg.diagnose_every:
+        run.watch = Watch(out, tensorboard=cfg.tensorboard, diagnose_every=cfg.diagnose_every)
+    with StopRequests() as run.stop, closing(run.watch) if run.watch else nullcontext():
         if resume:
             run.metrics.append({EVENT_KEY: "resume", "epoch": state.epoch, "step": state.step,
                                 "tokens": state.tokens, "wall_time": now()})
