@@ -18,6 +18,7 @@ import warnings
 
 from .backend import DTYPES
 from .cells import BPTT_MODES, CELLS
+from .class_softmax import MASSES
 from .data.prepare import FORMATS, SENTENCE_FORMATS
 from .errors import RnnlabError
 from .interrupts import Interrupted
@@ -72,8 +73,8 @@ def _cutoffs(text):
 
 
 # TrainConfig's fields that train's flags set, by the same names
-TRAIN_FLAGS = ("corpus", "out", "valid", "test", "format", "vocab_size", "softmax", "classes", "cutoffs", "div_value",
-               "head_bias", "cell", "hidden", "embed", "layers", "bias", "dropout", "tied", "batch_size", "bptt",
+TRAIN_FLAGS = ("corpus", "out", "valid", "test", "format", "vocab_size", "softmax", "classes", "class_mass",
+               "cutoffs", "div_value", "head_bias", "cell", "hidden", "embed", "layers", "bias", "dropout", "tied", "batch_size", "bptt",
                "bptt_mode", "optimizer", "schedule", "schedule_at", "lr", "clip", "epochs", "max_steps",
                "eval_every", "early_stop", "valid_fraction", "tensorboard", "diagnose_every", "seed", "dtype")
 
@@ -124,9 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "clusters); class and adaptive train many times faster on large vocabularies")
     p.add_argument("--classes", type=natural, metavar="N",
                    help="classes of --softmax class (default: about the square root of the vocabulary)")
+    p.add_argument("--class-mass", choices=MASSES,
+                   help="how --softmax class bins the words: sqrt (of their counts, the RNNLM toolkit's default, "
+                        "the default here: more even classes) or frequency (the paper's equal probability mass)")
     p.add_argument("--cutoffs", type=_cutoffs, metavar="C1,C2,...",
                    help="where --softmax adaptive cuts the ids (frequency order): the head holds ids below "
-                        "C1, then a tail cluster per range (default: about 5%%, 20%% of the vocabulary)")
+                        "C1, then a tail cluster per range (default: 5%% and 25%% of the vocabulary)")
     p.add_argument("--div-value", type=_float_at_least(1.0), metavar="D",
                    help="--softmax adaptive: tail cluster i projects to hidden / D^i entries (default 4)")
     p.add_argument("--head-bias", action=argparse.BooleanOptionalAction, default=None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cells, gates, output
+from . import cells, gates, output, two_level
 from .model import LanguageModel
 
 TOLERANCE = 1e-6
@@ -117,15 +117,30 @@ def gate_cases(seed=0):
                       [r(T * B, 4 * H), r(B, H), r(B, H), r(4 * H, H) * 0.5, r(4 * H)], [0, 1, 2, 3, 4]))
         cases.append((f"GRUSequence[{mode}]", cells.GRUSequence(T, mode, truncate),
                       [r(T * B, 3 * H), r(B, H), r(3 * H, H) * 0.5, r(3 * H)], [0, 1, 2, 3]))
+    # The two-level softmax: classes (two merged into one block, one of a single word) over 12
+    # ids, and the adaptive layer's shortlist and two projected clusters over 9; some weights 0.
+    masked = weights * (gen.random(T * B) < 0.75)
+    classes = two_level.Layout((0, 2, 4, 5, 12), projected=False)
+    cases.append(("TwoLevelSoftmaxCE[class]", two_level.TwoLevelSoftmaxCE(classes),
+                  [r(T * B, H), r(4, H), r(4), gen.integers(0, 12, T * B), masked, r(12, H), r(12)],
+                  [0, 1, 2, 5, 6]))
+    clusters = two_level.Layout((3, 5, 9), projected=True)
+    cases.append(("TwoLevelSoftmaxCE[adaptive]", two_level.TwoLevelSoftmaxCE(clusters),
+                  [r(T * B, H), r(5, H), r(5), gen.integers(0, 9, T * B), masked,
+                   r(2, H), r(2, 2), r(1, H), r(4, 1)], [0, 1, 2, 5, 6, 7, 8]))
     return cases
 
 
-# The inputs of each gate, in order, as run_all names them.
+# The inputs of each gate, in order, as run_all names them (by the label, or the label's gate name).
 INPUT_NAMES = {
     "MatMul": ("x", "weight"), "Add": ("a", "b"), "BiasAdd": ("x", "bias"), "Mul": ("a", "b"),
     "Tanh": ("x",), "Sigmoid": ("x",), "Relu": ("x",), "Dropout": ("x", "mask"), "Embedding": ("table", "ids"),
     "SoftmaxCE": ("logits", "targets", "weights"), "RNNStep": ("xin", "h_prev", "w_hh", "b_hh"),
     "LinearSoftmaxCE": ("hidden", "weight", "bias", "targets", "weights"),
+    "TwoLevelSoftmaxCE[class]": ("hidden", "class_weight", "class_bias", "targets", "weights",
+                                 "word_weight", "word_bias"),
+    "TwoLevelSoftmaxCE[adaptive]": ("hidden", "head_weight", "head_bias", "targets", "weights",
+                                    "projection_0", "words_0", "projection_1", "words_1"),
     "RNNSequence": ("xin", "h0", "w_hh", "b_hh"),
     "LSTMSequence": ("xin", "h0", "c0", "w_hh", "b_hh"),
     "GRUSequence": ("xin", "h0", "w_hh", "b_hh"),
@@ -155,6 +170,13 @@ def model_cases(seed=0, cells=None):
             (f"{cell}, no embed, bias", dict(cell=cell, embed_size=None, bias=True)),
             (f"{cell}, embed+bias, 2 layers", dict(cell=cell, embed_size=4, bias=True, num_layers=2)),
         ]
+    layouts += [  # the output layers that cut the vocabulary (a class of one word among them)
+        ("class, embed+bias, 2 layers",
+         dict(embed_size=4, bias=True, num_layers=2, softmax="class", cutoffs=(2, 3, 7))),
+        ("lstm, adaptive, 2 layers",
+         dict(cell="lstm", embed_size=4, bias=True, num_layers=2, softmax="adaptive", cutoffs=(3, 7),
+              div_value=2.0, head_bias=True)),
+    ]
     out = []
     for label, kw in layouts:
         if cells is not None and kw.get("cell", "rnn") not in cells:
@@ -165,7 +187,9 @@ def model_cases(seed=0, cells=None):
             # layers the first layer's gradients are otherwise ~1e-4 of the loss, and the
             # differences' rounding noise (~1e-11) comes within a few times the tolerance
             model.params["encoder.weight"] *= 5
-            model.params["decoder.weight"] *= 10
+            for name in model.output.param_shapes():
+                if not name.endswith(".bias"):
+                    model.params[name] *= 10
         for bptt, truncate in (("full", None), ("chunk", 3), ("window", 2)):
             if bptt == "window" and model.config.num_layers > 1:
                 continue
@@ -239,7 +263,7 @@ def run_all(seed=0, tol=TOLERANCE, emit=print, cells=None):
     emit(f"{'check':<58} {'worst rel. error':>16}  result")
     emit(f"(error: max |analytic - finite difference| / max |analytic| over each array; pass below {tol:g})")
     for label, gate, inputs, diff in gate_cases(seed):
-        names = INPUT_NAMES[label.split("[")[0]]
+        names = INPUT_NAMES.get(label) or INPUT_NAMES[label.split("[")[0]]
         for name, err in check_gate(gate, inputs, diff, seed).items():
             passed = err < tol
             ok &= passed

@@ -399,6 +399,7 @@ class OutputLayer:
 
     fused_sgd = False
     tieable = False
+    untied_because = ""  # why a layer that is not tieable cannot be, for its error message
 
     @classmethod
     def from_config(cls, config) -> "OutputLayer":
@@ -493,5 +494,6 @@ def make_output_layer(config) -> OutputLayer:
         raise ValueError(f"softmax {config.softmax!r} is not available; choose from: {', '.join(OUTPUT_LAYERS)}")
     layer = OUTPUT_LAYERS[config.softmax]
     if config.tied and not layer.tieable:
-        raise ValueError(f"the {config.softmax} output layer cannot tie its weights to the encoder")
+        why = f": {layer.untied_because}" if layer.untied_because else ""
+        raise ValueError(f"the {config.softmax} output layer cannot tie its weights to the encoder{why}")
     return layer.from_config(config)

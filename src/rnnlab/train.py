@@ -94,6 +94,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .class_softmax import MASSES
 from .checkpoint import JSON_NAME, Checkpoint, check_compatible, load_checkpoint, save_checkpoint
 from .data.batching import batchify, num_stream_chunks, sentence_batches, stream_chunks
 from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, split_corpus
@@ -121,13 +122,13 @@ FORMAT_DEFAULTS = {
     "chars": dict(hidden=256, embed=32, bias=True, batch_size=32, bptt=64, bptt_mode="chunk",
                   optimizer="adam", lr=3e-3, clip=1.0, schedule="plateau", epochs=1),
 }
-COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", classes=0, cutoffs=(), div_value=4.0,
-                       head_bias=False, layers=1, dropout=0.0, tied=False, schedule="halve-on-rise",
+COMMON_DEFAULTS = dict(vocab_size=0, cell="rnn", softmax="full", classes=0, class_mass="sqrt", cutoffs=(),
+                       div_value=4.0, head_bias=False, layers=1, dropout=0.0, tied=False, schedule="halve-on-rise",
                        schedule_at="epoch", max_steps=0, eval_every=0, eval_tokens=100_000, early_stop=0,
                        tensorboard=False, diagnose_every=0,
                        valid_fraction=0.1, seed=0, dtype="float32")
 # What a resumed run cannot change: the model and the data it was trained on.
-FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "classes", "cutoffs", "div_value", "head_bias",
+FIXED_ON_RESUME = ("format", "vocab_size", "cell", "softmax", "classes", "class_mass", "cutoffs", "div_value", "head_bias",
                    "hidden", "embed", "layers", "bias", "dropout", "tied", "dtype", "optimizer", "schedule",
                    "valid_fraction", "valid")
 DROPOUT_STREAM = 1  # dropout masks come from the generator seeded (seed, DROPOUT_STREAM, step)
@@ -150,6 +151,7 @@ class TrainConfig:
     cell: str | None = None  # a name in cells.CELLS
     softmax: str | None = None  # the output layer: a name in output.OUTPUT_LAYERS
     classes: int | None = None  # the class layer's classes; 0 = about sqrt(V)
+    class_mass: str | None = None  # how the class layer bins words: sqrt (RNNLM's default) or frequency (the paper's)
     cutoffs: tuple | None = None  # the adaptive layer's cut points; () = its default for the vocabulary
     div_value: float | None = None  # the adaptive layer's shrink per tail cluster
     head_bias: bool | None = None  # the adaptive layer's head has a bias
@@ -229,10 +231,12 @@ class TrainConfig:
             raise ValueError("--early-stop needs validation data (--valid or --valid-fraction)")
         if self.classes and self.softmax != "class":
             raise ValueError("--classes is a setting of --softmax class")
+        if self.class_mass not in MASSES:
+            raise ValueError(f"class-mass must be one of {', '.join(MASSES)}, not {self.class_mass!r}")
         if self.cutoffs and self.softmax != "adaptive":
             raise ValueError("--cutoffs is a setting of --softmax adaptive")
         # the model's own checks (cell, output layer, dtype, dropout, tying), on a stand-in vocabulary
-        stand_in = self.cutoffs or ((1,) if self.softmax == "adaptive" else ())
+        stand_in = self.cutoffs or ((1,) if self.softmax in ("class", "adaptive") else ())
         model = self.model_config(stand_in[-1] + 1 if stand_in else 2, stand_in)
         model.cell_type.check_bptt(self.bptt_mode, None if self.bptt_mode == "full" else self.bptt, self.layers)
         if self.optimizer not in OPTIMIZERS:
@@ -591,7 +595,7 @@ def output_cutoffs(cfg: TrainConfig, vocab: Vocab) -> tuple:
     counts, the adaptive layer's given or default cutoffs, nothing for the full softmax."""
     if cfg.softmax == "class":
         from .class_softmax import class_cutoffs, default_classes
-        return tuple(class_cutoffs(vocab.counts, cfg.classes or default_classes(len(vocab))))
+        return tuple(class_cutoffs(vocab.counts, cfg.classes or default_classes(len(vocab)), mass=cfg.class_mass))
     if cfg.softmax == "adaptive":
         from .adaptive_softmax import default_cutoffs
         return tuple(cfg.cutoffs) or tuple(default_cutoffs(len(vocab)))
