@@ -39,3 +39,11 @@ def torch_float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def corpus_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test's corpus cache (``RNNLAB_CACHE_DIR``): a fresh folder, never the home directory's."""
+    path = tmp_path_factory.mktemp("corpus-cache")
+    monkeypatch.setenv("RNNLAB_CACHE_DIR", str(path))
+    return path

@@ -209,7 +209,7 @@ def test_interrupt_exits_130(monkeypatch, capsys, tmp_path):
 def test_every_command_and_flag_has_help(capsys):
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"train", "eval", "generate", "score", "diagnose", "plot", "demo", "gradcheck", "bench"}
+    assert set(commands) == {"train", "eval", "generate", "score", "prepare", "diagnose", "plot", "demo", "gradcheck", "bench"}
     for name, sub in commands.items():
         for action in sub._actions:
             assert action.help, (name, action.dest)

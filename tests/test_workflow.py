@@ -376,3 +376,55 @@ def test_the_python_api_does_what_the_command_line_does(tmp_path, capsys):
     assert score.tokens == 4 and score.logprob < 0
     again = api.train(out=tmp_path / "run", resume=True, epochs=2)
     assert again.config.epochs == 2
+
+
+# -- prepare once -------------------------------------------------------------------------------------
+
+
+def test_a_prepared_folder_trains_as_its_file_does(tmp_path, capsys):
+    corpus = write_tokens(tmp_path / "a.txt", 40)
+    assert main(["prepare", corpus, "--format", "tokens", "--out", str(tmp_path / "prepared")]) == 0
+    assert "rnnlab train" in capsys.readouterr().out
+    cfg = dict(epochs=1, **{k: v for k, v in small().items() if k != "format"})
+    from_file = train(TrainConfig(corpus=corpus, format="tokens", out=str(tmp_path / "f"), **cfg), **QUIET)
+    from_folder = train(TrainConfig(corpus=str(tmp_path / "prepared"), out=str(tmp_path / "p"), **cfg), **QUIET)
+    assert from_folder.config.format == "tokens"  # the folder's own
+    for name, value in from_file.model.params.items():
+        assert np.array_equal(value, from_folder.model.params[name]), name
+    # the folder records the file it came from: the checkpoint names that file
+    assert load_checkpoint(tmp_path / "p").state["files"]["corpus"]["path"] == str(Path(corpus).resolve())
+
+
+def test_prepare_refuses_a_folder_that_is_not_a_prepared_corpus(tmp_path, capsys):
+    corpus = write_tokens(tmp_path / "a.txt", 10)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert main(["prepare", corpus, "--format", "tokens", "--out", str(tmp_path / "busy")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "refusing to overwrite it" in line and (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_train_resume_and_eval_read_the_text_once(tmp_path, monkeypatch):
+    import rnnlab.data.cache as cache
+
+    prepared = []
+    real = cache._prepare
+
+    def counting(source, *args, **kw):
+        prepared.append(Path(source).name)
+        return real(source, *args, **kw)
+
+    monkeypatch.setattr(cache, "_prepare", counting)
+    corpus, valid = write_tokens(tmp_path / "a.txt", 40), write_tokens(tmp_path / "v.txt", 10, seed=4)
+    out = tmp_path / "run"
+    train(TrainConfig(corpus=corpus, valid=valid, out=str(out), epochs=1, **small()), **QUIET)
+    assert sorted(prepared) == ["a.txt", "v.txt"]
+    train(TrainConfig(out=str(out), epochs=2), resume=True, **QUIET)
+    api.load(out).evaluate(valid)
+    assert sorted(prepared) == ["a.txt", "v.txt"]  # nothing read again
+    assert main(["eval", str(out), corpus]) == 0  # the corpus in the model's vocabulary: read once
+    assert main(["eval", str(out), corpus]) == 0
+    assert sorted(prepared) == ["a.txt", "a.txt", "v.txt"]
+    Path(corpus).write_text(Path(corpus).read_text() + "w3 w4\n")  # a changed file is read again
+    api.load(out).evaluate(corpus)
+    assert prepared.count("a.txt") == 3

@@ -19,11 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from .data.prepare import prepare_corpus
 from .errors import DataError, RnnlabError
 from .generate import generate, score_lines
 from .model import LanguageModel
-from .train import TrainConfig, Trained, evaluate, load_trained, perplexity
+from .train import TrainConfig, Trained, evaluate, load_trained, open_file, perplexity
 from .train import train as _train
 
 
@@ -65,7 +64,7 @@ class Run:
                               f"{self.format}); --format {fmt} reads {READS[fmt]}; leave --format out to use "
                               f"the model's")
         try:
-            corpus = prepare_corpus(path, fmt, vocab=self.vocab)
+            corpus = open_file(path, fmt, vocab=self.vocab).corpus
         except DataError as e:
             if format is None and fmt == "csv" and not str(path).lower().endswith(".csv"):
                 raise DataError(f"{e} (the model was trained on Reddit CSV; for one sentence per line pass "

@@ -234,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = commands.add_parser(
+        "prepare", help="tokenize a corpus once into a folder that train, eval and diagnose read directly",
+        description="Read CORPUS once (streamed: memory does not grow with its size) into --out DIR: the ids "
+                    "memory-mapped, the vocabulary, the source's size and SHA-256. rnnlab train DIR trains on "
+                    "it without reading the text again. (Corpus files given to train, eval and diagnose are "
+                    "prepared the same way into a cache, $RNNLAB_CACHE_DIR or ~/.cache/rnnlab/corpora, and "
+                    "reused while the file is unchanged.)")
+    p.add_argument("corpus", metavar="CORPUS", help="corpus file")
+    p.add_argument("--out", required=True, metavar="DIR", help="the prepared folder (empty or a prepared corpus)")
+    p.add_argument("--format", choices=FORMATS, help="corpus format (default: csv for *.csv, else text)")
+    p.add_argument("--vocab-size", type=natural, metavar="N",
+                   help="vocabulary size including the unknown token; 0 = every distinct token (default 0)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = commands.add_parser(
         "diagnose", help="how far back the gradient reaches: the vanishing gradient, measured",
         description="For trained runs (RUN ...) or freshly initialised models (--cell, repeatable), on a "
                     "sample of a corpus (a run's own by default): the mean norm of the gradient of the loss "
@@ -365,6 +379,21 @@ def cmd_demo(args) -> int:
         kept = f"; the model so far is in {args.out} (rnnlab generate {shlex.quote(args.out)})" if args.out else ""
         print(f"rnnlab: demo interrupted{kept}", file=sys.stderr)
         return e.exit_status
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .data.cache import open_corpus, prepare_folder
+    from .train import format_for_path
+
+    fmt = args.format or format_for_path(args.corpus)
+    if os.path.isdir(args.corpus):
+        raise RnnlabError(f"{args.corpus} is a folder; prepare reads a corpus file")
+    folder = prepare_folder(args.corpus, fmt, args.vocab_size or None, args.out)
+    corpus = open_corpus(folder).corpus
+    sentences = f" in {corpus.num_sentences:,} sentences" if corpus.num_sentences is not None else ""
+    print(f"{folder}: {corpus.num_tokens:,} tokens{sentences}, a vocabulary of {len(corpus.vocab):,} ids "
+          f"({fmt}); train on it with: rnnlab train {shlex.quote(str(folder))} --out DIR")
     return 0
 
 

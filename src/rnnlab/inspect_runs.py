@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data.prepare import prepare_corpus
 from .diagnose import Diagnosis, diagnose
 from .errors import RnnlabError
 from .model import LanguageModel
 from .plot import plot_gradient_lags, plot_runs
 from .rundir import evaluations, read_metrics
-from .train import format_for_path, load_trained
+from .train import format_for_path, load_trained, open_file
 from .watch import diagnosis_sample, read_diagnoses
 
 FRESH_EMBED_FORMATS = ("tokens", "chars")  # fresh models of these formats get an embedding layer
@@ -31,12 +30,12 @@ def diagnose_command(args) -> list[Diagnosis]:
         trained = load_trained(directory)
         corpus_path = args.corpus or trained.config.corpus
         fmt = args.format or trained.format
-        corpus = prepare_corpus(corpus_path, fmt, vocab=trained.vocab)
+        corpus = open_file(corpus_path, fmt, vocab=trained.vocab).corpus
         results.append(diagnose(trained.model, diagnosis_sample(corpus, args.max_lag), max_lag=args.max_lag,
                                 threshold=args.threshold, label=Path(directory).name or str(directory)))
     if args.cell:
         fmt = args.format or format_for_path(args.corpus)
-        corpus = prepare_corpus(args.corpus, fmt, args.vocab_size or None)
+        corpus = open_file(args.corpus, fmt, args.vocab_size or None).corpus
         sample = diagnosis_sample(corpus, args.max_lag)
         embed = args.embed if args.embed is not None else args.hidden
         for cell in args.cell:

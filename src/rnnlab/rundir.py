@@ -25,7 +25,6 @@ from pathlib import Path
 
 from .atomic import atomic_write
 from .checkpoint import JSON_NAME
-from .data.corpora import sha256_of
 from .errors import RnnlabError
 
 METRICS_NAME, PLOT_NAME, VOCAB_NAME, BEST_NAME = "metrics.jsonl", "loss.png", "vocab.json", "best"
@@ -97,30 +96,14 @@ def check_fresh(out: Path, force: bool) -> None:
 # -- the corpus files a run read -------------------------------------------------------
 
 
-def file_record(path) -> dict:
-    """``{"path": absolute path, "size": bytes, "sha256": hex}`` of a corpus file (or, for a
-    prepared corpus folder, of its ``corpus.json``, which records its own source)."""
-    path = Path(path).resolve()
-    target = path / "corpus.json" if path.is_dir() else path
-    try:
-        return {"path": str(path), "size": target.stat().st_size, "sha256": sha256_of(target)}
-    except FileNotFoundError:
-        raise RnnlabError(f"{path}: no such file") from None
-    except OSError as e:
-        raise RnnlabError(f"{path}: {e.strerror or e}") from None
-
-
-def check_record(saved: dict | None, path, what: str, changed_ok: bool) -> dict | None:
-    """The record of ``path`` now, checked against the ``saved`` one (None: an older checkpoint,
-    nothing to check); a different content is refused unless ``changed_ok``."""
-    if path is None:
-        return None
-    record = file_record(path)
-    if isinstance(saved, dict) and saved.get("sha256") and saved["sha256"] != record["sha256"] and not changed_ok:
-        moved = "" if saved.get("path") == record["path"] else f" (the checkpoint's was {saved.get('path')})"
-        raise RnnlabError(f"the {what} {record['path']}{moved} is not the file the run trained on (its content "
-                          f"differs); pass --corpus-changed to resume on it anyway")
-    return record
+def check_source(saved: dict, current: dict, what: str, changed_ok: bool) -> None:
+    """Refuse (unless ``changed_ok``) a corpus file whose content is not the one the checkpoint
+    recorded (``saved``, ``current``: ``data.cache.SourceRecord.to_dict()``); the path may differ."""
+    if not isinstance(saved, dict) or not saved.get("sha256") or saved["sha256"] == current["sha256"] or changed_ok:
+        return
+    moved = "" if saved.get("path") == current["path"] else f" (the checkpoint's was {saved.get('path')})"
+    raise RnnlabError(f"the {what} {current['path']}{moved} is not the file the run trained on (its content "
+                      f"differs); pass --corpus-changed to resume on it anyway")
 
 
 def resolve_path(path: str | None) -> str | None:

@@ -97,7 +97,8 @@ import numpy as np
 from .class_softmax import MASSES
 from .checkpoint import JSON_NAME, Checkpoint, check_compatible, load_checkpoint, save_checkpoint
 from .data.batching import batchify, num_stream_chunks, sentence_batches, stream_chunks
-from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, prepare_corpus, split_corpus
+from .data.cache import OpenedCorpus, open_corpus, read_manifest
+from .data.prepare import FORMATS, SENTENCE_FORMATS, Corpus, split_corpus
 from .data.vocab import Vocab
 from .errors import CheckpointError, DataError, RnnlabError
 from .interrupts import Interrupted, StopRequests
@@ -106,9 +107,10 @@ from .optim import (OPTIMIZERS, SCHEDULE_AT, SCHEDULES, SGD, Optimizer, Schedule
                     make_schedule)
 from .plot import plot_losses
 from .rundir import (BEST_NAME, DIAGNOSE_NAME, EVENT_KEY, METRICS_NAME, PLOT_NAME, VOCAB_NAME, check_fresh,
-                     check_record, evaluations, now, read_metrics, resolve_path, write_metrics)
+                     check_source, evaluations, now, read_metrics, resolve_path, write_metrics)
 from .watch import DIAGNOSE_MAX_LAG, Watch, diagnosis_sample, read_diagnoses, write_diagnoses
 
+FILE_LABELS = {"corpus": "corpus", "valid": "validation file", "test": "test file"}
 METRIC_KEYS = ("epoch", "step", "tokens", "train_loss", "valid_loss", "perplexity", "lr", "tokens_per_s",
                "wall_time")
 
@@ -257,7 +259,12 @@ class TrainConfig:
 
 
 def format_for_path(path) -> str:
-    """The default format of a corpus file: ``csv`` for ``*.csv``, else ``text``."""
+    """The default format of a corpus: a prepared folder's own, ``csv`` for ``*.csv``, else ``text``."""
+    if Path(path).is_dir():
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise DataError(f"{path}: a prepared corpus that does not record its format; pass --format")
+        return manifest.preparation.fmt
     return "csv" if str(path).lower().endswith(".csv") else "text"
 
 
@@ -430,7 +437,7 @@ class TrainState:
 
     def checkpoint(self, out: Path, cfg: "TrainConfig", vocab: Vocab, files: dict | None = None) -> None:
         """Save the state, with the config, the vocabulary and the records of the corpus files
-        (``rundir.file_record``), into ``out`` (atomically)."""
+        (``corpus_records``), into ``out`` (atomically)."""
         state = {**self.position(), "train_config": asdict(cfg), "format": cfg.format, "files": files or {}}
         save_checkpoint(out, params=self.model.params, config=self.model.config.to_dict(), vocab=vocab.to_dict(),
                         optimizer=self.optimizer.state_dict(), state=state)
@@ -471,6 +478,7 @@ class Data(NamedTuple):
     train: Corpus  # what the model trains on
     valid: Corpus | None  # the --valid file or the held-out part; None: no validation
     test: Corpus | None  # the --test file, scored once at the end
+    sources: dict  # "corpus", "valid", "test" -> data.cache.SourceRecord of the file (None: not recorded)
 
 
 @dataclass
@@ -484,7 +492,7 @@ class Run:
     state: TrainState
     metrics: list[dict]  # every line of metrics.jsonl so far
     log: Callable
-    files: dict = field(default_factory=dict)  # "corpus", "valid", "test" -> rundir.file_record
+    files: dict = field(default_factory=dict)  # "corpus", "valid", "test" -> their records (corpus_records)
     stop: StopRequests = field(default_factory=lambda: StopRequests(enabled=False))
     resume_hint: str | None = None  # the command that continues this run, for the interruption message
     watch: Watch | None = None  # the optional reports: TensorBoard, diagnoses
@@ -562,17 +570,22 @@ def resolve_run(config: TrainConfig, resume: bool, force: bool) -> tuple[TrainCo
     return replace(saved, **given, out=str(out)).resolved(), ckpt
 
 
-def corpus_records(cfg: TrainConfig, ckpt: Checkpoint | None, changed_ok: bool) -> dict:
-    """The records of the run's corpus files; on resume each is checked against the checkpoint's
-    (a file whose content changed is refused unless ``changed_ok``)."""
-    saved = (ckpt.state.get("files") if ckpt is not None else None) or {}
-    records = {}
-    for what, path in (("corpus", cfg.corpus), ("valid", cfg.valid), ("test", cfg.test)):
-        label = {"corpus": "corpus", "valid": "validation file", "test": "test file"}[what]
-        record = check_record(saved.get(what) if what != "test" else None, path, label, changed_ok)
-        if record is not None:
-            records[what] = record
-    return records
+def open_file(path, fmt: str, vocab_size: int | None = None, vocab: Vocab | None = None, *,
+              own_vocab_first: bool = False) -> OpenedCorpus:
+    """A corpus file (prepared once into the cache, ``data.cache``) or a prepared folder, encoded with
+    ``vocab`` if given. ``own_vocab_first``: try the preparation with the file's own vocabulary
+    first and keep it if that vocabulary is ``vocab`` (a resumed run's corpus: the fresh run
+    cached exactly that, so resuming prepares nothing again)."""
+    if vocab is None:
+        return open_corpus(path, fmt, vocab_size)
+    if own_vocab_first or Path(path).is_dir():
+        opened = open_corpus(path, fmt, vocab_size)
+        if opened.corpus.vocab == vocab:
+            opened.corpus.vocab = vocab
+            return opened
+        if Path(path).is_dir():
+            raise DataError(f"{path}: a prepared corpus with another vocabulary than the model's")
+    return open_corpus(path, fmt, vocab=vocab)
 
 
 def load_data(cfg: TrainConfig, ckpt: Checkpoint | None) -> Data:
@@ -581,13 +594,34 @@ def load_data(cfg: TrainConfig, ckpt: Checkpoint | None) -> Data:
     vocab = None
     if ckpt is not None:
         vocab = Vocab.from_dict(ckpt.vocab, source=f"{Path(cfg.out) / JSON_NAME} (vocabulary)")
-    corpus = prepare_corpus(cfg.corpus, cfg.format, cfg.vocab_size or None, vocab=vocab)
-    test = prepare_corpus(cfg.test, cfg.format, vocab=corpus.vocab) if cfg.test else None
+    opened = {"corpus": open_file(cfg.corpus, cfg.format, cfg.vocab_size or None, vocab, own_vocab_first=True)}
+    vocab = opened["corpus"].corpus.vocab
+    for name in ("valid", "test"):
+        if getattr(cfg, name):
+            opened[name] = open_file(getattr(cfg, name), cfg.format, vocab=vocab)
+    corpus = opened["corpus"].corpus
+    test = opened["test"].corpus if "test" in opened else None
+    sources = {name: o.source for name, o in opened.items()}
     if cfg.valid:
-        return Data(corpus, corpus, prepare_corpus(cfg.valid, cfg.format, vocab=corpus.vocab), test)
+        return Data(corpus, corpus, opened["valid"].corpus, test, sources)
     if not cfg.valid_fraction:
-        return Data(corpus, corpus, None, test)
-    return Data(corpus, *split_corpus(corpus, cfg.valid_fraction), test)
+        return Data(corpus, corpus, None, test, sources)
+    return Data(corpus, *split_corpus(corpus, cfg.valid_fraction), test, sources)
+
+
+def corpus_records(data: Data, ckpt: Checkpoint | None, changed_ok: bool) -> dict:
+    """The records of the run's corpus files (name -> dict) for its checkpoint; on resume the corpus
+    and the validation file are checked against the checkpoint's (content that changed is refused
+    unless ``changed_ok``)."""
+    saved = (ckpt.state.get("files") if ckpt is not None else None) or {}
+    records = {}
+    for name, source in data.sources.items():
+        if source is None:  # a prepared folder from before folders recorded their source
+            continue
+        if name != "test" and name in saved:
+            check_source(saved[name], source.to_dict(), FILE_LABELS[name], changed_ok)
+        records[name] = source.to_dict()
+    return records
 
 
 def output_cutoffs(cfg: TrainConfig, vocab: Vocab) -> tuple:
@@ -887,8 +921,8 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, cor
     checkpoint have all been read and checked.
     """
     cfg, ckpt = resolve_run(config, resume, force)
-    files = corpus_records(cfg, ckpt, corpus_changed)
     data = load_data(cfg, ckpt)
+    files = corpus_records(data, ckpt, corpus_changed)
     state = build_state(cfg, data.corpus.vocab, ckpt, config.lr if resume else None)
     out = Path(cfg.out)
     metrics = read_metrics(out, max_step=state.step) if resume else []

@@ -10,6 +10,10 @@ decoder, so a corpus larger than memory streams, and a bad file fails with a
 
 A UTF-8 byte-order mark at the start of a file is skipped. Line ends follow
 Python's text files: ``\\n``, ``\\r\\n`` and ``\\r`` all end a line.
+
+The readers that read the raw bytes take a ``hasher`` (``hashlib.sha256()``
+or anything with ``update(bytes)``): it sees every byte of the file, the
+byte-order mark included, so a corpus is hashed in the pass that reads it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from typing import Iterator
 from ..errors import DataError
 
 CHUNK_BYTES = 1 << 16
+BLOCK_BYTES = 1 << 20  # about this much text per block of ``iter_line_blocks``
+EOS = "<eos>"
 _BOM = codecs.BOM_UTF8
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -32,7 +38,8 @@ class TruncatedCorpusWarning(UserWarning):
     """A corpus file ends in the middle of a record; its complete records were read."""
 
 
-def _open_binary(path: Path):
+def open_binary(path: Path):
+    """``open(path, "rb")``, with a ``DataError`` naming the problem."""
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -43,23 +50,26 @@ def _open_binary(path: Path):
         raise DataError(f"{path}: cannot open ({e.strerror or e})") from None
 
 
-def iter_text(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+def iter_text(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, *, hasher=None) -> Iterator[str]:
     """Decoded text of ``path`` in pieces of about ``chunk_bytes`` bytes each.
 
     Raises ``DataError`` for a missing file, a NUL byte ("looks binary") or
-    invalid UTF-8 (naming the byte offset of the first bad byte).
+    invalid UTF-8 (naming the byte offset of the first bad byte). ``hasher``
+    is updated with every byte read.
     """
     path = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0  # bytes of the file handed to the decoder so far
     first = True
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         while True:
             try:
-                raw = f.read(chunk_bytes)
+                raw = f.read(max(chunk_bytes, len(_BOM)) if first else chunk_bytes)  # a whole BOM first
             except OSError as e:
                 raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
             final = not raw
+            if hasher is not None:
+                hasher.update(raw)
             if first:
                 first = False
                 if raw.startswith(_BOM):
@@ -81,7 +91,7 @@ def iter_text(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> Iterat
                 return
 
 
-def iter_raw_lines(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+def iter_raw_lines(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, *, hasher=None) -> Iterator[str]:
     """Lines of ``path`` with their original line ends kept (``newline=''`` semantics).
 
     Only ``\\n``, ``\\r\\n`` and ``\\r`` end a line (not ``\\u2028`` and the other
@@ -90,7 +100,7 @@ def iter_raw_lines(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> I
     """
     parts: list[str] = []  # the unfinished line, in pieces (no quadratic joins)
     carry = ""  # a chunk's trailing "\r": it may be half of "\r\n"
-    for chunk in iter_text(path, chunk_bytes):
+    for chunk in iter_text(path, chunk_bytes, hasher=hasher):
         if carry:
             chunk, carry = carry + chunk, ""
         if chunk.endswith("\r"):
@@ -133,7 +143,7 @@ def read_lines(path: str | os.PathLike) -> Iterator[str]:
             yield line
 
 
-def read_tokens(path: str | os.PathLike, eos: str = "<eos>") -> Iterator[list[str]]:
+def read_tokens(path: str | os.PathLike, eos: str = EOS) -> Iterator[list[str]]:
     """Whitespace tokens of each line plus ``eos``, as PyTorch's word_language_model.
 
     Exactly ``line.split() + ['<eos>']`` for every line of a file opened in text
@@ -149,13 +159,38 @@ def read_chars(path: str | os.PathLike) -> str:
     (Python's default text-mode reading, as char-rnn style loaders do with
     ``open(path).read()``.)
     """
-    text = "".join(iter_text(path))
+    return _unix_line_ends("".join(iter_text(path)))
+
+
+def iter_line_blocks(path: str | os.PathLike, block_bytes: int = BLOCK_BYTES, *, hasher=None) -> Iterator[str]:
+    """Text of ``path`` in blocks of whole lines, about ``block_bytes`` each, every line end made ``\\n``.
+
+    Every block but the last ends with ``\\n``; the last may end inside its
+    line. Joined, the blocks are ``read_chars(path)``; split at ``\\n``, the
+    lines of ``iter_raw_lines``. A line longer than a block stays whole.
+    """
+    parts: list[str] = []  # text after the last line end so far
+    for chunk in iter_text(path, block_bytes, hasher=hasher):
+        # A final "\r" may be the first half of "\r\n": it waits for the next chunk.
+        cut = max(chunk.rfind("\n"), chunk.rfind("\r", 0, len(chunk) - 1))
+        if cut < 0:
+            parts.append(chunk)
+            continue
+        parts.append(chunk[: cut + 1])
+        yield _unix_line_ends("".join(parts))
+        parts = [chunk[cut + 1:]]
+    rest = "".join(parts)
+    if rest:
+        yield _unix_line_ends(rest)
+
+
+def _unix_line_ends(text: str) -> str:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
 
 
-def read_reddit_csv(path: str | os.PathLike, column: str = "body") -> Iterator[str]:
+def read_reddit_csv(path: str | os.PathLike, column: str = "body", *, hasher=None) -> Iterator[str]:
     """The ``body`` column of a CSV file with a header row, one comment at a time.
 
     Parsed by the ``csv`` module as the tutorial does (``skipinitialspace=True``),
@@ -172,7 +207,7 @@ def read_reddit_csv(path: str | os.PathLike, column: str = "body") -> Iterator[s
 
     def lines() -> Iterator[str]:
         nonlocal exhausted
-        yield from iter_raw_lines(path)
+        yield from iter_raw_lines(path, hasher=hasher)
         exhausted = True
 
     reader = csv.reader(lines(), skipinitialspace=True)
