@@ -55,9 +55,18 @@ def test_memory_runs_report_peak_above_the_ids(tiny):
         assert run["peak_minus_ids_bytes"] == run["peak_rss_bytes"] - run["ids_bytes"]
 
 
+def _softmax_targets() -> int:
+    """How many targets the output-layer section names (each with a value or n/a)."""
+    from dataclasses import asdict
+
+    from rnnlab import bench_softmax
+
+    return len(bench_softmax.targets(None, asdict(bench_softmax.TINY)))
+
+
 def test_targets_name_each_goal(tiny):
     names = [row["name"] for row in tiny["targets"]]
-    assert len(names) == 8 + 2 * len(tiny["gated"])
+    assert len(names) == 8 + 2 * len(tiny["gated"]) + _softmax_targets()
     assert not any("issue" in name for name in names)  # targets speak of what they measure
     for row in tiny["targets"]:
         assert row["pass"] in (True, False, None)
@@ -74,7 +83,7 @@ def test_machine_reports_blas_and_openblas_settings(tiny):
 def test_table_shows_targets_and_settings(tiny):
     text = bench.render(tiny)
     assert "OPENBLAS_CORETYPE" in text and "BLAS" in text
-    assert text.count("PASS") + text.count("FAIL") + text.count("n/a") == 8 + 2 * len(tiny["gated"])
+    assert text.count("PASS") + text.count("FAIL") + text.count("n/a") == 8 + 2 * len(tiny["gated"]) + _softmax_targets()
 
 
 def test_main_json_with_threads(capsys):
@@ -112,6 +121,44 @@ def test_gated_cells_are_measured_side_by_side(tiny, capsys):
         first = figures["first_chunk_loss"]
         assert first["torch"] == pytest.approx(first["rnnlab"], rel=1e-5), cell
         assert figures["vs_torch"] > 0 and figures["layer_vs_torch"] > 0
+
+
+def test_output_layers_are_measured_side_by_side(tiny):
+    """Full, class and adaptive layers: training and evaluation for each cell and vocabulary, the
+    layer alone at each size; the targets name both cells and both cut layers."""
+    from rnnlab import bench_softmax
+
+    s, section = bench_softmax.TINY, tiny["softmax"]
+    assert [(m["cell"], m["vocab"]) for m in section["models"]] == [(c, v) for v in s.vocabs for c in s.cells]
+    for m in section["models"]:
+        for key in ("train_tokens_per_s", "eval_tokens_per_s"):
+            assert all(m[key][layer] > 0 for layer in bench_softmax.LAYERS), key
+        assert m["train_speedup"]["class"] > 0 and m["eval_speedup"]["adaptive"] > 0
+        assert m["ids"].startswith("Zipf") and m["adaptive_vs_torch"] is None
+    assert [row["vocab"] for row in section["layer"]] == list(s.layer_vocabs)
+    for row in section["layer"]:
+        assert all(row["us_per_token"][layer] > 0 for layer in bench_softmax.LAYERS)
+        assert row["torch_adaptive_us_per_token"] is None
+    names = [row["name"] for row in bench.targets(tiny) if "softmax" in row["name"]]
+    assert {name.split()[0] for name in names} == {"RNN", "LSTM"}
+    text = bench.render(tiny)
+    assert "output layers" in text and "Zipf" in text
+
+
+def test_output_layers_adaptive_step_matches_pytorch():
+    """With PyTorch the adaptive model's first chunk gives the same loss on both sides, from the
+    same weights, and so does the adaptive layer alone."""
+    torch = pytest.importorskip("torch")
+    from rnnlab import bench_softmax
+
+    section = bench_softmax.measure(bench_softmax.TINY, torch, lambda message: None)
+    for m in section["models"]:
+        first = m["first_chunk_loss_adaptive"]
+        assert first["torch"] == pytest.approx(first["rnnlab"], rel=1e-5), (m["cell"], m["vocab"])
+        assert m["adaptive_vs_torch"] > 0
+    for row in section["layer"]:
+        assert row["loss_adaptive"]["torch"] == pytest.approx(row["loss_adaptive"]["rnnlab"], rel=1e-5)
+        assert row["adaptive_vs_torch"] > 0
 
 
 @pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "two"], ["--bogus"], ["extra"]])

@@ -25,6 +25,11 @@ memory       peak RSS of training over 1M- and 10M-token int32 streams,      pea
              a fixed number of chunks spread over the stream, in a child     at both sizes
 gated        LSTM and GRU, word_language_model's sizes (``bench_cells``):     >= 1.6x PyTorch,
              forward, chunk BPTT, clip, SGD; the products alone; one layer   >= 75% of the roofline
+softmax      full, class and adaptive output layers (``bench_softmax``):     class and adaptive
+             tanh RNN and LSTM of 200, batch 20 x 35, V = 13.8k (the         >= 8x the full
+             corpus's ids), 33k, 100k (Zipf ids): forward, chunk BPTT,       softmax's training,
+             clip, SGD; evaluation; the adaptive step against PyTorch's;     >= 5x its evaluation
+             the output layer alone from V = 10k to 200k                     at V = 33k, more at 100k
 ============ =============================================================== =====================
 
 A speed is the median over timed chunks (or steps) after a warm-up. The
@@ -597,6 +602,10 @@ def targets(results: dict) -> list[dict]:
     for cell, figures in (results.get("gated") or {}).items():
         add(f"{cell.upper()} training vs PyTorch", figures["vs_torch"], ">=", 1.6, "x")
         add(f"{cell.upper()} training / roofline", figures["roofline_fraction"], ">=", 0.75, "")
+    if "settings_softmax" in results:
+        from . import bench_softmax
+
+        rows += bench_softmax.targets(results.get("softmax"), results["settings_softmax"])
     return rows
 
 
@@ -664,6 +673,10 @@ def render(results: dict) -> str:
                      f"({g['roofline_chunk_ms']:.1f} ms/chunk)")
         torch_layer = "" if g["torch_layer_ms"] is None else f" / {g['torch_layer_ms']:.1f} ms"
         lines.append(f"{'  one layer forward + backward, rnnlab / PyTorch':44} {g['rnnlab_layer_ms']:.1f} ms{torch_layer}")
+    if results.get("softmax") is not None:
+        from . import bench_softmax
+
+        lines += bench_softmax.render(results["softmax"], results["settings_softmax"])
     if m["loadavg_start"] is not None and m["loadavg_start"] > BUSY_LOAD:
         lines.append(f"WARNING: the machine was busy before the bench started (load average "
                      f"{m['loadavg_start']} on {m['nproc']} cores): other processes share the cores, and "
@@ -720,11 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(settings: Settings, mode: str, *, threads: int | None = None, use_torch: bool = True,
-        progress=lambda message: None, gated_settings=None) -> dict:
+        progress=lambda message: None, gated_settings=None, softmax_settings=None) -> dict:
     """Every measurement; returns the JSON-able result (see ``--json``)."""
-    from . import bench_cells
+    from . import bench_cells, bench_softmax
 
     gated_settings = gated_settings or {"full": bench_cells.FULL, "quick": bench_cells.QUICK}.get(mode, bench_cells.TINY)
+    softmax_settings = softmax_settings or {"full": bench_softmax.FULL,
+                                            "quick": bench_softmax.QUICK}.get(mode, bench_softmax.TINY)
     limits = nullcontext()
     threads_applied = threads is None
     if threads is not None:
@@ -752,11 +767,13 @@ def run(settings: Settings, mode: str, *, threads: int | None = None, use_torch:
         progress("generation")
         generation = measure_generation(settings, trainer.model)
         gated = bench_cells.measure(gated_settings, torch, progress)
+        softmax = bench_softmax.measure(softmax_settings, torch, progress)
     machine["loadavg_end"] = _loadavg()
     memory = measure_memory(settings, threads, progress)
     results = {"mode": mode, "machine": machine, "torch": torch_info, "settings": asdict(settings),
                "train": train, "roofline": roofline, "classic": classic, "eval": evaluation,
-               "generate": generation, "memory": memory, "settings_gated": asdict(gated_settings), "gated": gated}
+               "generate": generation, "memory": memory, "settings_gated": asdict(gated_settings), "gated": gated,
+               "settings_softmax": asdict(softmax_settings), "softmax": softmax}
     results["targets"] = targets(results)
     return results
 
