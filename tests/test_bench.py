@@ -83,7 +83,8 @@ def test_machine_reports_blas_and_openblas_settings(tiny):
 def test_table_shows_targets_and_settings(tiny):
     text = bench.render(tiny)
     assert "OPENBLAS_CORETYPE" in text and "BLAS" in text
-    assert text.count("PASS") + text.count("FAIL") + text.count("n/a") == 8 + 2 * len(tiny["gated"]) + _softmax_targets()
+    verdicts = text.count("PASS") + text.count("FAIL") + text.count("n/a")
+    assert verdicts == 8 + 2 * len(tiny["gated"]) + _softmax_targets()
 
 
 def test_main_json_with_threads(capsys):
@@ -143,6 +144,9 @@ def test_output_layers_are_measured_side_by_side(tiny):
     assert {name.split()[0] for name in names} == {"RNN", "LSTM"}
     text = bench.render(tiny)
     assert "output layers" in text and "Zipf" in text
+    sweep = bench_softmax.measure_cutoffs(s, (s.vocabs[0],), lambda message: None)[0]  # rules that fit V only
+    assert set(sweep["us_per_token"]) == {name for name, cuts in sweep["cutoffs"].items() if cuts}
+    assert all(value > 0 for value in sweep["us_per_token"].values())
 
 
 def test_output_layers_adaptive_step_matches_pytorch():

@@ -724,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Exits 0 whatever the figures.")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer repetitions and no memory measurement (about 35 seconds)")
+                        help="fewer repetitions and no memory measurement (about 45 seconds)")
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="BLAS and PyTorch threads (default: BLAS's current setting)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny sizes
