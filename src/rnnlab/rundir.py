@@ -41,10 +41,11 @@ def now() -> float:
 # -- metrics.jsonl ------------------------------------------------------------------
 
 
-def read_metrics(out, max_step: int | None = None) -> list[dict]:
-    """The rows of ``out/metrics.jsonl`` (unreadable lines skipped), up to ``max_step``."""
+def read_rows(path, max_step: int | None = None) -> list[dict]:
+    """The JSON objects of a JSON-lines file (unreadable lines skipped; none if the file is
+    missing), those with a ``step`` up to ``max_step``."""
     try:
-        text = (Path(out) / METRICS_NAME).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return []
     rows = []
@@ -58,10 +59,20 @@ def read_metrics(out, max_step: int | None = None) -> list[dict]:
     return rows
 
 
-def write_metrics(out, metrics: list[dict]) -> None:
-    with atomic_write(Path(out) / METRICS_NAME, "w") as f:
-        for row in metrics:
+def write_rows(path, rows: list[dict]) -> None:
+    """A JSON-lines file of ``rows``, written atomically."""
+    with atomic_write(Path(path), "w") as f:
+        for row in rows:
             f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(out, max_step: int | None = None) -> list[dict]:
+    """The rows of ``out/metrics.jsonl``, up to ``max_step``."""
+    return read_rows(Path(out) / METRICS_NAME, max_step)
+
+
+def write_metrics(out, metrics: list[dict]) -> None:
+    write_rows(Path(out) / METRICS_NAME, metrics)
 
 
 def evaluations(metrics: list[dict]) -> list[dict]:

@@ -82,7 +82,6 @@ fused SGD step and its gradients.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -106,8 +105,8 @@ from .model import LanguageModel, ModelConfig
 from .optim import (OPTIMIZERS, SCHEDULE_AT, SCHEDULES, SGD, Optimizer, Schedule, clip_grad_norm, grad_norm, make_optimizer,
                     make_schedule)
 from .plot import plot_losses
-from .rundir import (BEST_NAME, DIAGNOSE_NAME, EVENT_KEY, METRICS_NAME, PLOT_NAME, VOCAB_NAME, check_fresh,
-                     check_source, evaluations, now, read_metrics, resolve_path, write_metrics)
+from .rundir import (BEST_NAME, DIAGNOSE_NAME, EVENT_KEY, PLOT_NAME, VOCAB_NAME, check_fresh, check_source, now,
+                     read_metrics, resolve_path, write_metrics)
 from .watch import DIAGNOSE_MAX_LAG, Watch, diagnosis_sample, read_diagnoses, write_diagnoses
 
 FILE_LABELS = {"corpus": "corpus", "valid": "validation file", "test": "test file"}

@@ -13,15 +13,13 @@ Neither imports anything until asked for.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
 from .data.batching import batchify
 from .data.prepare import Corpus
-from .rundir import DIAGNOSE_NAME, TB_NAME
+from .rundir import DIAGNOSE_NAME, TB_NAME, read_rows, write_rows
 
 SAMPLE_STREAMS = 8  # columns of the diagnosis sample
 SAMPLE_POSITIONS = 8  # loss positions per column
@@ -89,25 +87,11 @@ class Watch:
 
 def read_diagnoses(out, max_step: int | None = None) -> list[dict]:
     """The lines of ``OUT/diagnose.jsonl`` (up to ``max_step``)."""
-    try:
-        text = (Path(out) / DIAGNOSE_NAME).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return []
-    lines = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and (max_step is None or row.get("step", 0) <= max_step):
-            lines.append(row)
-    return lines
+    return read_rows(Path(out) / DIAGNOSE_NAME, max_step)
 
 
 def write_diagnoses(out, lines: list[dict]) -> None:
-    with atomic_write(Path(out) / DIAGNOSE_NAME, "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    write_rows(Path(out) / DIAGNOSE_NAME, lines)
 
 
 def sample_gradients(run) -> dict:
