@@ -45,7 +45,6 @@ from typing import NamedTuple
 from ..atomic import atomic_write, fsync_dir
 from ..errors import DataError
 from .prepare import (
-    CORPUS_FORMAT,
     DEFAULT_UNK,
     FORMATS,
     IDS_FILE,
@@ -55,6 +54,7 @@ from .prepare import (
     VOCAB_FILE,
     Corpus,
     load_prepared,
+    read_meta,
     write_prepared,
 )
 from .readers import open_binary
@@ -211,16 +211,7 @@ class Manifest:
 
 def read_manifest(folder: str | os.PathLike) -> Manifest | None:
     """The manifest of a prepared folder, or None when it has none (prepared before manifests)."""
-    path = Path(folder) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{folder}: not a prepared corpus (no {META_FILE})") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CORPUS_FORMAT:
-        raise DataError(f"{path}: not an rnnlab prepared corpus")
-    return Manifest.from_meta(meta, str(path))
+    return Manifest.from_meta(read_meta(folder), str(Path(folder) / META_FILE))
 
 
 def _refresh_manifest(folder: Path, manifest: Manifest) -> None:

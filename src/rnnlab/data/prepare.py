@@ -610,6 +610,20 @@ def id_bounds(ids: np.ndarray, block: int = 1 << 20) -> tuple[int, int]:
     return low, high
 
 
+def read_meta(folder: str | os.PathLike) -> dict:
+    """A prepared folder's ``corpus.json``; ``DataError`` if it is missing, unreadable or not ours."""
+    meta_path = Path(folder) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{folder}: not a prepared corpus (no {META_FILE})") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{meta_path}: unreadable ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CORPUS_FORMAT:
+        raise DataError(f"{meta_path}: not an rnnlab prepared corpus")
+    return meta
+
+
 def load_prepared(folder: str | os.PathLike, mmap: bool = True, *, validate: bool = True) -> Corpus:
     """Read a folder written by ``save_prepared``.
 
@@ -620,14 +634,7 @@ def load_prepared(folder: str | os.PathLike, mmap: bool = True, *, validate: boo
     """
     folder = Path(folder)
     meta_path = folder / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{folder}: not a prepared corpus (no {META_FILE})") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{meta_path}: unreadable ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CORPUS_FORMAT:
-        raise DataError(f"{meta_path}: not an rnnlab prepared corpus")
+    meta = read_meta(folder)
     if meta.get("version") != CORPUS_VERSION:
         raise DataError(f"{meta_path}: corpus format version {meta.get('version')!r}, expected {CORPUS_VERSION}")
     kind = meta.get("kind")
