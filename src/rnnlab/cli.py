@@ -72,6 +72,7 @@ def _cutoffs(text):
     return values
 
 
+VOCAB_SIZE_HELP = "vocabulary size including the unknown token; 0 = every distinct token (default 0)"
 # TrainConfig's fields that train's flags set, by the same names
 TRAIN_FLAGS = ("corpus", "out", "valid", "test", "format", "vocab_size", "softmax", "classes", "class_mass",
                "cutoffs", "div_value", "head_bias", "cell", "hidden", "embed", "layers", "bias", "dropout", "tied", "batch_size", "bptt",
@@ -116,8 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpus format: csv (Reddit comments, the tutorial's preprocessing), text (one "
                         "sentence per line), tokens (whitespace tokens, <eos> per line), chars (characters); "
                         "default: csv for *.csv, else text")
-    p.add_argument("--vocab-size", type=natural, metavar="N",
-                   help="vocabulary size including the unknown token; 0 = every distinct token (default 0)")
+    p.add_argument("--vocab-size", type=natural, metavar="N", help=VOCAB_SIZE_HELP)
     p.add_argument("--softmax", choices=tuple(OUTPUT_LAYERS),
                    help="output layer: full (softmax over the vocabulary, the default), class (words in "
                         "classes of equal frequency mass: p(class) p(word | class)), adaptive (torch's "
@@ -243,8 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", metavar="CORPUS", help="corpus file")
     p.add_argument("--out", required=True, metavar="DIR", help="the prepared folder (empty or a prepared corpus)")
     p.add_argument("--format", choices=FORMATS, help="corpus format (default: csv for *.csv, else text)")
-    p.add_argument("--vocab-size", type=natural, metavar="N",
-                   help="vocabulary size including the unknown token; 0 = every distinct token (default 0)")
+    p.add_argument("--vocab-size", type=natural, metavar="N", help=VOCAB_SIZE_HELP)
     p.set_defaults(func=cmd_prepare)
 
     p = commands.add_parser(

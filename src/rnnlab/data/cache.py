@@ -216,7 +216,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest | None:
 
 def _refresh_manifest(folder: Path, manifest: Manifest) -> None:
     """Rewrite ``corpus.json`` with ``manifest`` (atomically; everything else kept)."""
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    meta = read_meta(folder)
     with atomic_write(folder / META_FILE, "w") as f:
         json.dump(meta | manifest.to_meta(), f)
         f.write("\n")
