@@ -193,13 +193,13 @@ def test_the_trainer_draws_each_steps_masks_from_seed_and_step(tmp_path, monkeyp
     import copy
 
     seen = []
-    real = LanguageModel.loss_and_grads
+    real = LanguageModel.clipped_sgd_step  # the trainer's step for SGD with clipping
 
     def peeking(self, *args, dropout_rng=None, **kw):
         seen.append(copy.deepcopy(dropout_rng).random(2).tolist())
         return real(self, *args, dropout_rng=dropout_rng, **kw)
 
-    monkeypatch.setattr(LanguageModel, "loss_and_grads", peeking)
+    monkeypatch.setattr(LanguageModel, "clipped_sgd_step", peeking)
     train(TrainConfig(corpus=write_stream(tmp_path, 600), out=str(tmp_path / "run"), format="tokens", hidden=5,
                       embed=4, dropout=0.2, batch_size=2, bptt=5, epochs=2, max_steps=80, seed=7, clip=1.0),
           **QUIET)

@@ -16,7 +16,7 @@ from rnnlab.checkpoint import load_checkpoint
 from rnnlab.gradcheck import check_function
 from rnnlab.model import LanguageModel, ModelConfig
 from rnnlab.optim import LossHalvingSchedule, make_optimizer
-from rnnlab.train import TrainConfig, TrainState, fused_sgd, train
+from rnnlab.train import TrainConfig, TrainState, step_kind, train
 
 QUIET = dict(progress=False, log=lambda *a: None)
 
@@ -162,19 +162,23 @@ def test_a_two_part_cell_resumes_mid_epoch_bit_identically(shifted_cell, tmp_pat
         assert np.array_equal(a.params[name], b.params[name]), name
 
 
-def test_the_fused_step_is_chosen_in_one_place(unfused_softmax):
-    """Plain SGD without clipping and an output layer that has a fused step: fused; anything else: not."""
+def test_the_way_to_step_is_chosen_in_one_place(unfused_softmax):
+    """Plain SGD and an output layer that has a fused step: fused without clipping, clipped with it;
+    any other optimiser, or a layer without the fused step: gradients."""
     def state(optimizer, softmax="full"):
         model = LanguageModel(7, 3, softmax=softmax)
         opt = make_optimizer(optimizer, model.params, 0.1)
         return TrainState(model, opt, LossHalvingSchedule(opt))
 
     cfg = TrainConfig(corpus="x.txt", format="tokens")
-    assert fused_sgd(TrainConfig(**{**cfg.__dict__, "clip": 0.0}).resolved(), state("sgd"))
-    assert not fused_sgd(TrainConfig(**{**cfg.__dict__, "clip": 1.0}).resolved(), state("sgd"))
+    unclipped, clipped = (TrainConfig(**{**cfg.__dict__, "clip": c}).resolved() for c in (0.0, 1.0))
+    assert step_kind(unclipped, state("sgd")) == "fused"
+    assert step_kind(clipped, state("sgd")) == "clipped"
     for name in ("momentum", "adagrad", "adam"):
-        assert not fused_sgd(TrainConfig(**{**cfg.__dict__, "clip": 0.0}).resolved(), state(name))
-    assert not fused_sgd(TrainConfig(**{**cfg.__dict__, "clip": 0.0}).resolved(), state("sgd", "unfused"))
+        assert step_kind(unclipped, state(name)) == "gradients"
+        assert step_kind(clipped, state(name)) == "gradients"
+    assert step_kind(unclipped, state("sgd", "unfused")) == "gradients"
+    assert step_kind(clipped, state("sgd", "unfused")) == "gradients"
 
 
 def test_an_output_layer_without_a_fused_step_trains_by_gradients(unfused_softmax, tmp_path, monkeypatch):

@@ -95,7 +95,7 @@ class AdaptiveSoftmax(OutputLayer):
         (torch draws its own way; the cross-checks copy weights, so it does not matter.)"""
         return init_uniform(self.param_shapes(), gen, dtype, bound)
 
-    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None):
+    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None, sparse=False):
         return tape.apply(TwoLevelSoftmaxCE(self.layout, sgd_lr), hidden, nodes["decoder.head.weight"],
                           nodes.get("decoder.head.bias"), targets, weights,
                           *(nodes[name] for name in self.tail_names()))

@@ -7,9 +7,10 @@ Two measurements, each side by side in alternating rounds (``side_by_side``):
   output layers, for the tanh RNN and the LSTM of ``SoftmaxSettings`` (one
   layer, embedding 200, hidden 200, float32, batch 20 x 35 steps). A training
   step is what ``rnnlab train --format tokens`` runs for each chunk, the same
-  for all three layers: ``loss_and_grads`` (forward, gradients by chunk BPTT,
-  the hidden state carried), ``clip_grad_norm`` to 0.25, then the plain SGD
-  update (``optim.SGD``). Evaluation is ``LanguageModel.evaluate`` (forward
+  for all three layers: ``LanguageModel.clipped_sgd_step`` (forward,
+  gradients by chunk BPTT, the hidden state carried, clipped to the global
+  norm 0.25, then the plain SGD update; the encoder's gradient and the class
+  layer's word table's kept sparse). Evaluation is ``LanguageModel.evaluate`` (forward
   only) on the same chunks, its own hidden state carried. Beside them, the
   adaptive model's step in PyTorch: ``nn.Embedding`` + ``nn.RNN``/``nn.LSTM`` +
   ``nn.AdaptiveLogSoftmaxWithLoss`` from the same weights (the first-chunk
@@ -55,7 +56,6 @@ from .class_softmax import class_cutoffs, default_classes
 from .data.batching import batchify, stream_chunks
 from .graph import Tape
 from .model import LanguageModel, ModelConfig
-from .optim import SGD, clip_grad_norm
 from .threads import own_threads
 
 ZIPF_EXPONENT = 1.05  # wikitext-2-valid's own counts fall about as rank^-0.96 over ranks 10..5000
@@ -196,7 +196,6 @@ class RnnlabStep:
     def __init__(self, s: SoftmaxSettings, cell: str, vocab_size: int, softmax: str, cutoffs: tuple):
         self.model = LanguageModel(vocab_size, s.hidden, embed_size=s.embed, cell=cell, softmax=softmax,
                                    cutoffs=cutoffs, div_value=s.div_value, dtype="float32", seed=0)
-        self.optimizer = SGD(self.model.params, s.lr)
         self.hidden = self.model.init_hidden(s.batch)
         self.eval_hidden = self.model.init_hidden(s.batch)
         self.s = s
@@ -206,10 +205,8 @@ class RnnlabStep:
             loss, self.hidden = self.model.sgd_step(inputs, targets, self.s.lr, bptt="chunk", truncate=self.s.steps,
                                                     hidden=self.hidden)
             return loss
-        loss, grads, self.hidden = self.model.loss_and_grads(inputs, targets, bptt="chunk", truncate=self.s.steps,
-                                                             hidden=self.hidden)
-        clip_grad_norm(grads, self.s.clip)
-        self.optimizer.step(grads)
+        loss, self.hidden, _ = self.model.clipped_sgd_step(inputs, targets, self.s.lr, self.s.clip, bptt="chunk",
+                                                           truncate=self.s.steps, hidden=self.hidden)
         return loss
 
     def evaluate(self, inputs, targets) -> float:
@@ -408,8 +405,8 @@ def step_text(s: SoftmaxSettings) -> str:
     if s.fused:
         return (f"the fused sgd_step (chunk BPTT, the output layer and the encoder's rows stepped in place), "
                 f"lr {s.lr:g}, no clipping, as rnnlab train takes plain SGD without clipping; every layer alike")
-    return (f"loss_and_grads (chunk BPTT) + clip_grad_norm({s.clip:g}) + SGD, lr {s.lr:g}, as rnnlab train "
-            f"takes a clipped step (the tokens recipe); every layer alike")
+    return (f"clipped_sgd_step (chunk BPTT, clip to {s.clip:g}, SGD at lr {s.lr:g}, sparse where the gradients "
+            f"are), as rnnlab train takes plain SGD with clipping (the tokens recipe); every layer alike")
 
 
 # -- targets and report ----------------------------------------------------------------------------

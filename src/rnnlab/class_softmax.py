@@ -127,8 +127,8 @@ class ClassSoftmax(OutputLayer):
     def _tail(self, params):
         return params[self.weight], params.get("decoder.bias")
 
-    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None):
-        return tape.apply(TwoLevelSoftmaxCE(self.layout, sgd_lr), hidden, nodes["class_decoder.weight"],
+    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None, sparse=False):
+        return tape.apply(TwoLevelSoftmaxCE(self.layout, sgd_lr, sparse), hidden, nodes["class_decoder.weight"],
                           nodes.get("class_decoder.bias"), targets, weights, *self._tail(nodes))
 
     def nll(self, params, hidden, targets):

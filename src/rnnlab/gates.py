@@ -138,25 +138,33 @@ def dropout_mask(gen, shape, p, dtype):
     return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
 
 
-def add_rows(out, ids, rows):
-    """out[ids[i]] += rows[i] for every i, in place; out (V, D), ids (N,), rows (N, D).
+def sum_rows(ids, rows) -> tuple:
+    """(distinct ids (R,), their rows summed (R, D)) from ids (N,) and rows (N, D): a gather's
+    adjoint at the rows it touches.
 
-    When every id occurs once this is one fancy-index add. Otherwise rows of
-    the same id are summed first, with one sort and ``np.add.reduceat``,
-    rather than a one-hot matrix product or ``np.add.at``.
+    When every id occurs once these are ``ids`` and ``rows`` themselves.
+    Otherwise rows of the same id are summed with one stable sort and
+    ``np.add.reduceat``, rather than a one-hot matrix product or ``np.add.at``.
     """
-    if ids.size == 0:
-        return out
     order = xp.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     first = empty(ids.shape, dtype=bool)  # where a run of equal ids starts
-    first[0] = True
-    xp.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
-    if first.all():  # every id once: the fancy-index add is exact
-        out[ids] += rows
-        return out
+    if ids.size:
+        first[0] = True
+        xp.not_equal(sorted_ids[1:], sorted_ids[:-1], out=first[1:])
+    if first.all():  # every id once
+        return ids, rows
     starts = xp.flatnonzero(first)
-    out[sorted_ids[starts]] += xp.add.reduceat(rows[order], starts, axis=0)
+    return sorted_ids[starts], xp.add.reduceat(rows[order], starts, axis=0)
+
+
+def add_rows(out, ids, rows):
+    """out[ids[i]] += rows[i] for every i, in place; out (V, D), ids (N,), rows (N, D).
+
+    One fancy-index add of the rows summed per distinct id (``sum_rows``).
+    """
+    distinct, summed = sum_rows(ids, rows)
+    out[distinct] += summed
     return out
 
 

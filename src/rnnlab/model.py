@@ -37,7 +37,8 @@ import numpy as np
 
 from .backend import DTYPES, as_dtype, as_ids, rng, xp
 from .cells import CELLS, Cell, get_cell
-from .gates import BiasAdd, Dropout, Embedding, MatMul, add_rows, dropout_mask
+from . import row_grads
+from .gates import BiasAdd, Dropout, Embedding, MatMul, add_rows, dropout_mask, sum_rows
 from .graph import Tape
 from .output import OUTPUT_LAYERS, OutputLayer, make_output_layer
 from .threads import own_threads
@@ -248,8 +249,7 @@ def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bpt
     known), and the encoder only at the rows of the batch's input tokens.
     Needs an output layer with ``fused_sgd``.
     """
-    if not (isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr) and lr >= 0):
-        raise ValueError(f"learning rate must be a finite number >= 0, not {lr!r}")
+    _check_lr(lr)
     with own_threads():
         run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, dropout_rng,
                         sgd_lr=float(lr))
@@ -261,23 +261,75 @@ def sgd_step(params, config: ModelConfig, inputs, targets, lr, *, mask=None, bpt
     return run.loss, run.final
 
 
+class ClippedStep(NamedTuple):
+    loss: float  # as loss_and_grads gives it
+    hidden: object  # the final carried state
+    norm: float  # the global norm of the gradient (times grad_scale) before clipping
+
+
+def clipped_sgd_step(params, config: ModelConfig, inputs, targets, lr, max_norm, *, grad_scale=1.0, mask=None,
+                     bptt="full", truncate=None, hidden=None, reduction="mean", dropout_rng=None) -> ClippedStep:
+    """``loss_and_grads``, the gradients times ``grad_scale`` clipped to the global norm
+    ``max_norm`` (0: not clipped), then plain SGD at ``lr``; updates in place.
+
+    The step of ``optim.clip_grad_norm`` and ``optim.SGD`` on the gradients
+    of ``loss_and_grads`` (checked in the tests), taken without forming the
+    gradients that are zero outside a few rows: the encoder's (the batch's
+    input tokens) and the class layer's word table's (the words of the
+    batch's target classes) stay sparse (``row_grads``), so neither their
+    norm nor their step walks the whole vocabulary. Works with every output
+    layer.
+    """
+    _check_lr(lr)
+    with own_threads():
+        run = _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, dropout_rng,
+                        sparse=True)
+        grads = {name: node.grad for name, node in run.nodes.items() if node.grad is not None}
+        table = _encoder_grad(params["encoder.weight"].shape, run, grads.get("encoder.weight"))
+        if table is not None:
+            grads["encoder.weight"] = table
+        norm = row_grads.clipped_sgd_step(params, grads, float(lr), max_norm, grad_scale)
+    return ClippedStep(run.loss, run.final, norm)
+
+
+def _encoder_grad(shape, run, from_output):
+    """The encoder table's gradient: the gathered rows' (one per input token) summed per distinct
+    token, sparse; with an output layer tied to the table (its gradient ``from_output``), the
+    sum of both, dense."""
+    if run.encoder_rows.grad is None:
+        return from_output
+    ids, rows = sum_rows(run.ids, run.encoder_rows.grad)
+    if from_output is None:
+        return row_grads.RowsAt(shape, ids, rows)
+    table = row_grads.dense(from_output)
+    table[ids] += rows
+    return table
+
+
+def _check_lr(lr):
+    if not (isinstance(lr, (int, float, np.integer, np.floating)) and np.isfinite(lr) and lr >= 0):
+        raise ValueError(f"learning rate must be a finite number >= 0, not {lr!r}")
+
+
 class _TapeRun(NamedTuple):
     nodes: dict  # parameter name -> Node, its .grad filled by the backward
     loss: float
     final: object  # the final carried state, as the model hands it out
     ids: np.ndarray  # the input ids (T*B,)
-    encoder_rows: object  # with sgd_lr: the node of the gathered encoder rows (T*B, E|G*H), else None
+    encoder_rows: object  # with sgd_lr or sparse: the node of the gathered encoder rows (T*B, E|G*H), else None
 
 
 def _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, reduction, dropout_rng=None,
-              sgd_lr=None):
+              sgd_lr=None, sparse=False):
     """The forward pass on a tape, ending in the output layer's loss, and the backward.
 
     With ``sgd_lr`` (``sgd_step``) the output layer steps its parameters in
-    its forward, and the recurrence reads the encoder's rows from a node of
-    their own, the gathered rows (T*B, E|G*H), so that their gradient stays
-    one row per input token; the table's node then gets a gradient only from
-    an output layer tied to it that does not step it.
+    its forward. With ``sgd_lr`` or ``sparse`` (``clipped_sgd_step``) the
+    recurrence reads the encoder's rows from a node of their own, the
+    gathered rows (T*B, E|G*H), so that their gradient stays one row per
+    input token; the table's node then gets a gradient only from an output
+    layer tied to it that does not step it. With ``sparse`` the output layer
+    may give gradients in a ``row_grads`` form.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
@@ -302,13 +354,13 @@ def _run_tape(params, config, inputs, targets, mask, bptt, truncate, hidden, red
     nodes = {name: tape.param(value, name) for name, value in params.items()}
     ids = inputs.reshape(-1)
     rows = None
-    if sgd_lr is None:
+    if sgd_lr is None and not sparse:
         x = tape.apply(Embedding(), nodes["encoder.weight"], ids)
     else:
         x = rows = tape.param(params["encoder.weight"][ids], "encoder rows")
     masks = _dropout_masks(config, T * B, dtype, dropout_rng)
     top, final = _forward(tape, nodes, config, x, state, T, bptt, truncate, masks)
-    loss = output.loss(tape, top, nodes, targets.reshape(-1), weights, sgd_lr)
+    loss = output.loss(tape, top, nodes, targets.reshape(-1), weights, sgd_lr, sparse)
     if T:
         tape.backward(loss)
     return _TapeRun(nodes, float(loss.value), config.cell_type.hidden(final), ids, rows)
@@ -405,6 +457,13 @@ class LanguageModel:
         """One plain SGD step in place; see the module-level ``sgd_step``. Returns (loss, final hidden)."""
         return sgd_step(self.params, self.config, inputs, targets, lr, mask=mask, bptt=bptt,
                         truncate=truncate, hidden=hidden, reduction=reduction, dropout_rng=dropout_rng)
+
+    def clipped_sgd_step(self, inputs, targets, lr, max_norm, *, grad_scale=1.0, mask=None, bptt="full",
+                         truncate=None, hidden=None, reduction="mean", dropout_rng=None) -> ClippedStep:
+        """One clipped plain SGD step in place; see the module-level ``clipped_sgd_step``."""
+        return clipped_sgd_step(self.params, self.config, inputs, targets, lr, max_norm, grad_scale=grad_scale,
+                                mask=mask, bptt=bptt, truncate=truncate, hidden=hidden, reduction=reduction,
+                                dropout_rng=dropout_rng)
 
     def log_probs(self, inputs, *, hidden=None):
         """Forward only: log-probabilities (T, B, V) of the next token and the final hidden."""

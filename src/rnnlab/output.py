@@ -384,12 +384,13 @@ class OutputLayer:
     * ``param_shapes()``: its own parameters, name -> shape, in a fixed order
       (a weight tied to another parameter is not its own);
     * ``init_params(gen, dtype, bound)``: their initial values;
-    * ``loss(tape, hidden, nodes, targets, weights, sgd_lr=None)``: records the
-      training loss ``sum_i weights[i] * -log p(targets[i] | hidden[i])`` on
-      ``tape`` and returns its node; hidden (N, H) is a node, ``nodes`` maps
+    * ``loss(tape, hidden, nodes, targets, weights, sgd_lr=None, sparse=False)``:
+      records the training loss ``sum_i weights[i] * -log p(targets[i] | hidden[i])``
+      on ``tape`` and returns its node; hidden (N, H) is a node, ``nodes`` maps
       parameter names to nodes; with ``sgd_lr`` (only where ``fused_sgd``)
       the layer also takes the plain SGD step of its own parameters in
-      place, and their nodes get no gradient;
+      place, and their nodes get no gradient; with ``sparse`` a gradient
+      that is zero outside some rows may come as a ``row_grads`` form;
     * ``nll(params, hidden, targets)``: forward only, -log p(target) per row (N,);
     * ``log_probs(params, hidden)``: forward only, (N, V), formed only on request.
 
@@ -413,7 +414,7 @@ class OutputLayer:
     def init_params(self, gen, dtype, bound) -> dict:
         raise NotImplementedError
 
-    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None):
+    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None, sparse=False):
         raise NotImplementedError
 
     def nll(self, params, hidden, targets):
@@ -463,7 +464,7 @@ class FullSoftmax(OutputLayer):
             params["decoder.bias"] = zeros(self.vocab_size, dtype=dtype)
         return params
 
-    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None):
+    def loss(self, tape, hidden, nodes, targets, weights, sgd_lr=None, sparse=False):
         return tape.apply(LinearSoftmaxCE(sgd_lr), hidden, nodes[self.weight], nodes.get("decoder.bias"),
                           targets, weights)
 

@@ -77,8 +77,8 @@ initialisation uses ``seed`` once.
         train_epoch(run)                                 # take_step per batch, evaluate_and_checkpoint
 
 ``TrainState`` is exactly what a checkpoint stores besides the config and the
-vocabulary; ``fused_sgd`` is the one place that chooses between the model's
-fused SGD step and its gradients.
+vocabulary; ``step_kind`` is the one place that chooses between the model's
+ways to take a step.
 """
 from __future__ import annotations
 
@@ -666,13 +666,18 @@ def _saved_model_config(ckpt: Checkpoint) -> ModelConfig | None:
         return None
 
 
-def fused_sgd(cfg: TrainConfig, state: TrainState) -> bool:
-    """The one switch between the model's two ways to step: the fused SGD step
-    (``LanguageModel.sgd_step``) for plain SGD without clipping, where the
-    output layer has one; gradients, then clipping and the optimiser, otherwise."""
+STEP_KINDS = ("fused", "clipped", "gradients")
+
+
+def step_kind(cfg: TrainConfig, state: TrainState) -> str:
+    """The one switch between the model's ways to step. Plain SGD, where the output layer
+    has a fused step: "fused" (``LanguageModel.sgd_step``) without clipping, "clipped"
+    (``LanguageModel.clipped_sgd_step``, sparse where the gradients are) with it;
+    "gradients" otherwise: the dense gradients, then clipping and the optimiser."""
     optimizer = state.optimizer
-    return (isinstance(optimizer, SGD) and optimizer.plain and not cfg.clip
-            and state.model.output.fused_sgd)
+    if not (isinstance(optimizer, SGD) and optimizer.plain and state.model.output.fused_sgd):
+        return "gradients"
+    return "clipped" if cfg.clip else "fused"
 
 
 def take_step(run: Run, inputs, targets, mask) -> Step:
@@ -696,9 +701,15 @@ def take_step(run: Run, inputs, targets, mask) -> Step:
         kw.update(hidden=state.hidden)
         scale, n_tokens = 1.0, inputs.size
     norm = None
-    if fused_sgd(cfg, state):
+    kind = step_kind(cfg, state)
+    if kind == "fused":
         loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, bptt=cfg.bptt_mode,
                                      truncate=truncate, **kw)
+        optimizer.steps += 1
+        _check_finite(loss, state.step + 1, run.out)
+    elif kind == "clipped":
+        loss, final, norm = model.clipped_sgd_step(inputs, targets, optimizer.lr, cfg.clip, grad_scale=scale,
+                                                   bptt=cfg.bptt_mode, truncate=truncate, **kw)
         optimizer.steps += 1
         _check_finite(loss, state.step + 1, run.out)
     else:

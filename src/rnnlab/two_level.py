@@ -50,6 +50,7 @@ from typing import NamedTuple
 from .backend import empty, xp, zeros
 from .gates import Gate, log_softmax
 from .output import LOGITS_BYTES, LinearSoftmaxCE, nll_rows as head_nll_rows
+from .row_grads import RowRanges
 
 # A neighbouring cluster joins a block when that wastes at most this many multiply-adds
 # (``plan_blocks``): about what one more block's calls cost. On (35, 20) batches of a
@@ -263,7 +264,7 @@ class TailBatch(NamedTuple):
     rows: object  # (M, H) the routed rows
     tail: tuple  # the tail's parameters
     scale: object  # (M,) the rows' weights in the loss, or None (forward only)
-    grads: tuple  # the tail's gradients, written block by block; or None
+    grads: tuple  # the tail's gradients, written block by block (arrays, or RowRanges filled); or None
     lr: object  # the SGD step's learning rate (the rows' dtype), or None
     nll: object  # (M,) written block by block
     d_rows: object  # (M, H) written block by block, or None (forward only)
@@ -278,7 +279,9 @@ def tail_forward_backward(layout, routes, rows, tail, scale, grads=None, sgd_lr=
     with weights ``scale`` (M,).
 
     The parameters' gradients go into ``grads`` (zeroed arrays in the tail's
-    order), or with ``sgd_lr`` the parameters take their SGD step in place.
+    order; without a projection, also empty ``RowRanges`` for the word table
+    and the bias (or None), which gain one block per product), or with
+    ``sgd_lr`` the parameters take their SGD step in place.
     With ``grads`` and ``sgd_lr`` both None only the loss terms are made.
     The blocks run one after another in the calling thread: shared among
     rnnlab's two threads they ran no faster (a (35, 20) batch of a 33k-word
@@ -294,7 +297,10 @@ def tail_forward_backward(layout, routes, rows, tail, scale, grads=None, sgd_lr=
                       xp.ones(max((block.hi - block.lo for block in blocks), default=0), dtype=rows.dtype),
                       xp.arange(max((block.last - block.first for block in blocks), default=0)),
                       xp.asarray(layout.bounds), info.tiny / info.eps)
-    with xp.errstate(over="ignore", under="ignore"):  # exps that over- or underflow are redone
+    # Exps that over- or underflow are redone. OpenBLAS's small products can raise the invalid flag
+    # on finite operands (a vector kernel's unused lanes), which numpy reports as a warning; a real
+    # NaN would reach the loss, which the trainer checks.
+    with xp.errstate(over="ignore", under="ignore", invalid="ignore"):
         for block in blocks:
             _run_block(batch, block)
     return TailResult(batch.nll, batch.d_rows)
@@ -333,7 +339,7 @@ def _run_block(batch, block):
         batch.d_rows[a:b] = d_x
         x = rows
     if batch.lr is None:
-        into = block_params(batch.layout, batch.grads, block)
+        into = _gradient_block(batch, block, params)
         _outer_sum(e, x * c[:, None], out=into.weight)
         if projected:
             xp.matmul(d_x.T, rows, out=into.projection)
@@ -349,12 +355,27 @@ def _run_block(batch, block):
         bias -= e @ c_lr
 
 
+def _gradient_block(batch, block, params) -> ClusterParams:
+    """Where a block's gradients go: views of the tail's dense gradients, or new blocks of its
+    ``RowRanges`` (the word table's and the bias's rows lo:hi, to be written whole)."""
+    if not isinstance(batch.grads[0], RowRanges):
+        return block_params(batch.layout, batch.grads, block)
+    weight, bias = batch.grads
+    into = ClusterParams(None, empty(params.weight.shape, dtype=params.weight.dtype),
+                         None if bias is None else empty(params.bias.shape, dtype=params.bias.dtype))
+    for grad, values in ((weight, into.weight), (bias, into.bias)):
+        if grad is not None:
+            grad.starts.append(block.lo)
+            grad.blocks.append(values)
+    return into
+
+
 class TwoLevelSaved(NamedTuple):
     head: LinearSoftmaxCE
     head_saved: tuple
     rows: object  # (M,) the rows with a tail term
     d_rows: object  # (M, H) their tail's gradient at d loss 1
-    d_tail: tuple  # the tail's gradients at d loss 1, in its order; None each with sgd_lr
+    d_tail: tuple  # the tail's gradients at d loss 1, in its order (see ``sparse``); None each with sgd_lr
 
 
 class TwoLevelSoftmaxCE(Gate):
@@ -375,11 +396,16 @@ class TwoLevelSoftmaxCE(Gate):
     before the step. Only the words of blocks with targets move (for the
     class layer: the batch's target classes, and in a merged block their
     neighbours, by exactly 0).
+
+    With ``sparse`` and no projection (the class layer) the gradients of the
+    word table and its bias come as ``row_grads.RowRanges``: the rows of the
+    blocks with targets, no (V, H) array.
     """
 
-    def __init__(self, layout: Layout, sgd_lr=None):
+    def __init__(self, layout: Layout, sgd_lr=None, sparse=False):
         self.layout = layout
         self.sgd_lr = sgd_lr
+        self.sparse = sparse and not layout.projected
 
     def forward(self, hidden, head_weight, head_bias, targets, weights, *tail):
         routes = route(self.layout, targets, weights)
@@ -387,7 +413,9 @@ class TwoLevelSoftmaxCE(Gate):
         head_loss, head_saved = head.forward(hidden, head_weight, head_bias, routes.head_targets, weights)
         row_weights = weights[routes.rows]
         d_tail = (None,) * len(tail)
-        if self.sgd_lr is None:
+        if self.sgd_lr is None and self.sparse:
+            d_tail = tuple(None if t is None else RowRanges(t.shape, [], []) for t in tail)
+        elif self.sgd_lr is None:
             d_tail = tuple(None if t is None else zeros(t.shape, dtype=t.dtype) for t in tail)
         result = tail_forward_backward(self.layout, routes, hidden[routes.rows], tail,
                                        row_weights.astype(hidden.dtype, copy=False), d_tail, self.sgd_lr)
