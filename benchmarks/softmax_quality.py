@@ -2,13 +2,16 @@
 
 The same model and recipe with each output layer, through ``rnnlab.train.train``
 (``format="tokens"``): an LSTM of one layer, hidden 200, embedding 200,
-dropout 0.2, batch 20 x 35, chunk BPTT, SGD at lr 20, clipping to 0.25,
+dropout 0.2, batch 20 x 35, chunk BPTT, SGD, clipping to 0.25,
 word_language_model's plateau schedule, ``--epochs`` epochs, on
 wikitext-2-valid (every token, ids by frequency) with the last 10% held out
-(``valid_fraction=0.1``). The class layer takes ``class_softmax.default_classes(V)``
-classes (about sqrt(V)) cut by frequency from the training part's counts; the
-adaptive layer the cutoffs of ``rnnlab.bench_softmax.adaptive_cutoffs(V)``
-(``--cutoffs`` overrides them), div_value 4 (``--div-value``), no head bias (``--head-bias``).
+(``valid_fraction=0.1``). Each layer takes the trainer's own defaults for
+it (``train.SOFTMAX_DEFAULTS``): SGD at lr 20, the adaptive layer at 10
+(``--lr`` sets one rate for all); the class layer
+``class_softmax.default_classes(V)`` classes (about 3 sqrt(V)) cut from the
+training part's counts; the adaptive layer the cutoffs of
+``rnnlab.bench_softmax.adaptive_cutoffs(V)`` (``--cutoffs`` overrides them),
+div_value 4 (``--div-value``), a head bias (``--no-head-bias``).
 
 For each seed the three layers train one after the other, so that a change in
 the machine's load touches all three; each reports the held-out perplexity
@@ -18,7 +21,7 @@ excluded). The table gives the mean over seeds and each cut layer's ratio to
 the full softmax's perplexity (the aim: within 5%).
 
     python benchmarks/softmax_quality.py [--epochs 3] [--seeds 3] [--layers full,class,adaptive]
-        [--cutoffs 2000,10000] [--div-value 4] [--head-bias] [--classes C] [--lr 20] [--out DIR]
+        [--cutoffs 2000,10000] [--div-value 4] [--[no-]head-bias] [--classes C] [--lr X] [--out DIR]
 
 The corpus comes from ``$RNNLAB_DATA_DIR`` (default ``../shared/data`` beside
 the repository). Runs go to ``--out`` (a temporary folder by default), one
@@ -71,12 +74,14 @@ def parse_args(argv=None):
     parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated: full, class, adaptive")
     parser.add_argument("--cutoffs", default=None, help="the adaptive layer's cutoffs, e.g. 2000,10000")
     parser.add_argument("--div-value", type=float, default=4.0, help="the adaptive layer's div_value")
-    parser.add_argument("--head-bias", action="store_true", help="the adaptive layer's head has a bias")
-    parser.add_argument("--classes", type=int, default=0, help="the class layer's classes (0: about sqrt(V))")
+    parser.add_argument("--head-bias", action=argparse.BooleanOptionalAction, default=None,
+                        help="the adaptive layer's head has a bias (default: the trainer's, on)")
+    parser.add_argument("--classes", type=int, default=0, help="the class layer's classes (0: about 3 sqrt(V))")
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--embed", type=int, default=200)
     parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--lr", type=float, default=20.0)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="SGD's rate for every layer (default: the trainer's for each: 20, the adaptive layer 10)")
     parser.add_argument("--clip", type=float, default=0.25)
     parser.add_argument("--out", default=None, help="where the runs go (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -91,13 +96,18 @@ def parse_args(argv=None):
     return args
 
 
-def train_one(args, corpus: Path, out: Path, layer: str, seed: int, cutoffs: tuple) -> dict:
-    """One run: perplexity after the last epoch, the best, and the training seconds."""
+def layer_config(args, corpus: Path, layer: str, cutoffs: tuple, **kw) -> TrainConfig:
+    """The run of one layer: the benchmark's model and recipe, the trainer's defaults for the rest."""
     cut = {"class": dict(classes=args.classes), "adaptive": dict(cutoffs=cutoffs, div_value=args.div_value,
                                                                        head_bias=args.head_bias)}.get(layer, {})
-    config = TrainConfig(corpus=str(corpus), format="tokens", out=str(out), softmax=layer, cell="lstm", layers=1,
-                         hidden=args.hidden, embed=args.embed, dropout=args.dropout, lr=args.lr, clip=args.clip,
-                         schedule="plateau", epochs=args.epochs, valid_fraction=0.1, seed=seed, **cut)
+    return TrainConfig(corpus=str(corpus), format="tokens", softmax=layer, cell="lstm", layers=1, hidden=args.hidden,
+                       embed=args.embed, dropout=args.dropout, lr=args.lr, clip=args.clip, schedule="plateau",
+                       epochs=args.epochs, valid_fraction=0.1, **cut, **kw)
+
+
+def train_one(args, corpus: Path, out: Path, layer: str, seed: int, cutoffs: tuple) -> dict:
+    """One run: perplexity after the last epoch, the best, and the training seconds."""
+    config = layer_config(args, corpus, layer, cutoffs, out=str(out), seed=seed)
     started = time.perf_counter()
     result = train(config, force=True, progress=False, log=lambda *a, **k: None)
     wall = time.perf_counter() - started
@@ -121,10 +131,13 @@ def main(argv=None) -> None:
     print(f"$ {command}")
     print(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}, commit {commit()}")
     print(machine_line(machine_info()))
+    resolved = {layer: layer_config(args, corpus, layer, cutoffs).resolved() for layer in args.layers}
+    rates = ", ".join(f"{layer} {cfg.lr:g}" for layer, cfg in resolved.items())
+    head_bias = resolved["adaptive"].head_bias if "adaptive" in resolved else False
     print(f"{CORPUS}: V={vocab_size:,}, the last 10% held out; LSTM 1 x {args.hidden}, embedding {args.embed}, "
-          f"dropout {args.dropout:g}, batch 20 x 35, SGD lr {args.lr:g}, clip {args.clip:g}, plateau, "
-          f"{args.epochs} epochs; class: {args.classes or 'about sqrt(V)'} classes; adaptive: cutoffs "
-          f"{','.join(map(str, cutoffs))}, div_value {args.div_value:g}{', head bias' if args.head_bias else ''}; "
+          f"dropout {args.dropout:g}, batch 20 x 35, SGD lr ({rates}), clip {args.clip:g}, plateau, "
+          f"{args.epochs} epochs; class: {args.classes or 'about 3 sqrt(V)'} classes; adaptive: cutoffs "
+          f"{','.join(map(str, cutoffs))}, div_value {args.div_value:g}{', head bias' if head_bias else ''}; "
           f"seeds 0..{args.seeds - 1}", flush=True)
     started = time.perf_counter()
     runs = {layer: [] for layer in args.layers}

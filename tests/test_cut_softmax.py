@@ -501,10 +501,10 @@ def test_class_cutoffs_refuse_what_cannot_be_cut():
         class_cutoffs([3, 2, 1], 2, mass="log")
 
 
-def test_default_classes_is_about_sqrt_v():
-    assert default_classes(33278) == 182
-    assert default_classes(10000) == 100
-    assert default_classes(3) == 2 and default_classes(1) == 1
+def test_default_classes_is_about_three_sqrt_v():
+    assert default_classes(33278) == 547
+    assert default_classes(10000) == 300
+    assert default_classes(3) == 3 and default_classes(1) == 1
 
 
 # ---------------------------------------------------------------- configurations

@@ -53,8 +53,28 @@ def test_the_adaptive_layer_takes_given_or_default_cutoffs(tmp_path):
     assert fallback.model.config.cutoffs == default_cutoffs(len(fallback.vocab))
 
 
+def test_default_cutoffs_are_a_shortlist_of_2000_then_five_times_as_far():
+    assert default_cutoffs(13777) == default_cutoffs(100_000) == (2000, 10000)
+    assert default_cutoffs(9000) == (2000,)  # 10000 would pass V
+    assert default_cutoffs(4000) == (1000,)  # a quarter of a smaller vocabulary
+    assert default_cutoffs(3) == (2,) and default_cutoffs(2) == (1,)
+
+
+def test_the_adaptive_layer_has_its_own_defaults_in_the_trainer():
+    """A head bias, and in the tokens recipe half the rate; what is given wins; other layers keep theirs."""
+    base = dict(corpus="x.txt", format="tokens")
+    adaptive = TrainConfig(softmax="adaptive", **base).resolved()
+    assert adaptive.head_bias is True and adaptive.lr == 10.0
+    full, cut = TrainConfig(**base).resolved(), TrainConfig(softmax="class", **base).resolved()
+    assert full.lr == cut.lr == 20.0 and full.head_bias is cut.head_bias is False
+    given = TrainConfig(softmax="adaptive", head_bias=False, lr=3.0, **base).resolved()
+    assert (given.head_bias, given.lr) == (False, 3.0)
+    chars = TrainConfig(corpus="x.txt", format="chars", softmax="adaptive").resolved()
+    assert chars.head_bias and chars.lr == TrainConfig(corpus="x.txt", format="chars").resolved().lr
+
+
 @pytest.mark.parametrize("softmax", ["class", "adaptive"])
-@pytest.mark.parametrize("optimizer,clip", [("sgd", 0.0), ("adam", 0.5)])  # the fused step, and gradients
+@pytest.mark.parametrize("optimizer,clip", [("sgd", 0.0), ("sgd", 0.5), ("adam", 0.5)])  # fused, clipped, gradients
 def test_resume_mid_epoch_is_bit_identical(tmp_path, softmax, optimizer, clip):
     corpus = write_zipf(tmp_path / "z.txt")
     cfg = dict(corpus=corpus, softmax=softmax, optimizer=optimizer, clip=clip, lr=1.0 if optimizer == "sgd" else 0.01,

@@ -30,7 +30,7 @@ and rare targets that decides what a cut softmax costs. Such ids time the
 layers; they are not text and say nothing of perplexity
 (``benchmarks/softmax_quality.py`` measures that).
 
-Classes: ``class_softmax.default_classes(V)`` (about sqrt(V)) cut by
+Classes: ``class_softmax.default_classes(V)`` (about 3 sqrt(V)) cut by
 ``class_cutoffs`` from the ids' counts (the corpus's, or the Zipf law's).
 Adaptive cutoffs: the trainer's default for V (``adaptive_softmax.default_cutoffs``),
 div_value 4, no head bias; ``--cutoffs-sweep`` times others.
@@ -465,7 +465,7 @@ def _ratio(value) -> str:
 
 def render(results: dict, s: dict) -> list:
     """The section's lines for ``bench.render``."""
-    lines = ["", f"output layers: full, class (about sqrt(V) classes, cut by frequency), adaptive (div_value "
+    lines = ["", f"output layers: full, class (about 3 sqrt(V) classes, cut by frequency), adaptive (div_value "
              f"{s['div_value']:g}, no head bias); embedding {s['embed']}, one layer of {s['hidden']}, float32, "
              f"batch {s['batch']} x {s['steps']}",
              f"  training step: {results['step']}; evaluation: LanguageModel.evaluate (forward only)",

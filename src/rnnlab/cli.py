@@ -124,17 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "AdaptiveLogSoftmaxWithLoss: frequent words in a head, rare ones in smaller tail "
                         "clusters); class and adaptive train many times faster on large vocabularies")
     p.add_argument("--classes", type=natural, metavar="N",
-                   help="classes of --softmax class (default: about the square root of the vocabulary)")
+                   help="classes of --softmax class (default: about 3 times the square root of the vocabulary)")
     p.add_argument("--class-mass", choices=MASSES,
                    help="how --softmax class bins the words: sqrt (of their counts, the RNNLM toolkit's default, "
                         "the default here: more even classes) or frequency (the paper's equal probability mass)")
     p.add_argument("--cutoffs", type=_cutoffs, metavar="C1,C2,...",
                    help="where --softmax adaptive cuts the ids (frequency order): the head holds ids below "
-                        "C1, then a tail cluster per range (default: 5%% and 25%% of the vocabulary)")
+                        "C1, then a tail cluster per range (default 2000,10000; for fewer than 8000 words a "
+                        "quarter of the vocabulary, then 5 times as far)")
     p.add_argument("--div-value", type=_float_at_least(1.0), metavar="D",
                    help="--softmax adaptive: tail cluster i projects to hidden / D^i entries (default 4)")
     p.add_argument("--head-bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="--softmax adaptive: a bias in the head (default off, as torch's)")
+                   help="--softmax adaptive: a bias in the head (default on; torch's module has none by default)")
     p.add_argument("--cell", choices=tuple(CELLS),
                    help="recurrent cell (default rnn): " + "; ".join(f"{c.name}: {c.summary}" for c in CELLS.values()))
     p.add_argument("--hidden", type=positive, metavar="H", help="hidden size")
