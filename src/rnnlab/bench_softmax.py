@@ -83,6 +83,7 @@ class SoftmaxSettings:
     clip: float = 0.25
     fused: bool = False  # True: the fused LanguageModel.sgd_step without clipping (both sides), for every layer
     div_value: float = 4.0
+    head_bias: bool = True  # the adaptive layer's head has a bias, as the trainer's default
     warmup: int = 1  # untimed chunks per side per round
     full_chunks: int = 2  # timed chunks of the full softmax per side per round
     cut_chunks: int = 6  # timed chunks of the class and adaptive layers (and PyTorch's) per side per round
@@ -195,7 +196,8 @@ class RnnlabStep:
 
     def __init__(self, s: SoftmaxSettings, cell: str, vocab_size: int, softmax: str, cutoffs: tuple):
         self.model = LanguageModel(vocab_size, s.hidden, embed_size=s.embed, cell=cell, softmax=softmax,
-                                   cutoffs=cutoffs, div_value=s.div_value, dtype="float32", seed=0)
+                                   cutoffs=cutoffs, div_value=s.div_value, head_bias=s.head_bias and softmax == "adaptive",
+                                   dtype="float32", seed=0)
         self.hidden = self.model.init_hidden(s.batch)
         self.eval_hidden = self.model.init_hidden(s.batch)
         self.s = s
@@ -226,7 +228,7 @@ class TorchAdaptiveStep:
             "encoder": nn.Embedding(vocab_size, s.embed),
             "rnn": nn.LSTM(s.embed, s.hidden) if cell == "lstm" else nn.RNN(s.embed, s.hidden, nonlinearity="tanh"),
             "decoder": nn.AdaptiveLogSoftmaxWithLoss(s.hidden, vocab_size, list(cutoffs), div_value=s.div_value,
-                                                     head_bias=False)})
+                                                     head_bias=s.head_bias)})
         self.modules.load_state_dict({name: torch.from_numpy(value.copy()) for name, value in params.items()})
         self.optimizer = torch.optim.SGD(self.modules.parameters(), lr=s.lr)
         zeros = torch.zeros(1, s.batch, s.hidden)
@@ -326,7 +328,7 @@ def measure_layer(s: SoftmaxSettings, vocab_size: int, torch, progress) -> dict:
     sides, losses = {}, {}
     for layer in LAYERS:
         config = ModelConfig(vocab_size, s.hidden, s.embed, softmax=layer, cutoffs=layer_cutoffs(layer, ids),
-                             div_value=s.div_value)
+                             div_value=s.div_value, head_bias=s.head_bias and layer == "adaptive")
         params, run = rnnlab_layer(config, hidden, targets)
         reps = s.layer_reps if layer == "full" else 3 * s.layer_reps
         sides[layer] = (run, reps, 1)
@@ -375,7 +377,8 @@ def measure_cutoffs(s: SoftmaxSettings, vocabs, progress) -> list:
             cuts[name] = tuple(c for c in rule(V) if 0 < c < V)
             if not cuts[name]:
                 continue
-            config = ModelConfig(V, s.hidden, s.embed, softmax="adaptive", cutoffs=cuts[name], div_value=s.div_value)
+            config = ModelConfig(V, s.hidden, s.embed, softmax="adaptive", cutoffs=cuts[name], div_value=s.div_value,
+                                 head_bias=s.head_bias)
             sides[name] = (rnnlab_layer(config, hidden, ids.stream)[1], 5 * s.layer_reps, 1)
         load = _loadavg()
         median = side_by_side(sides, s.rounds, progress, f"adaptive cutoffs at V={V:,}")
@@ -466,7 +469,7 @@ def _ratio(value) -> str:
 def render(results: dict, s: dict) -> list:
     """The section's lines for ``bench.render``."""
     lines = ["", f"output layers: full, class (about 3 sqrt(V) classes, cut by frequency), adaptive (div_value "
-             f"{s['div_value']:g}, no head bias); embedding {s['embed']}, one layer of {s['hidden']}, float32, "
+             f"{s['div_value']:g}, {'a' if s['head_bias'] else 'no'} head bias); embedding {s['embed']}, one layer of {s['hidden']}, float32, "
              f"batch {s['batch']} x {s['steps']}",
              f"  training step: {results['step']}; evaluation: LanguageModel.evaluate (forward only)",
              f"  ids: wikitext-2-valid's where named, else Zipf-distributed (exponent {results['zipf_exponent']}), "
