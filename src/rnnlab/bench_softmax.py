@@ -248,24 +248,29 @@ class TorchAdaptiveStep:
 
 
 def measure_model(s: SoftmaxSettings, cell: str, ids: Ids, torch, progress) -> dict:
-    """Training and evaluation tokens/s of the three layers (and PyTorch's adaptive step) at one vocabulary."""
+    """Training and evaluation tokens/s of the three layers at one vocabulary, side by side; then
+    rnnlab's adaptive step and PyTorch's, side by side apart from them (PyTorch's OpenMP threads
+    keep spinning after each call, which slowed the rnnlab side after it by up to a quarter)."""
     V = ids.vocab_size
     load = _loadavg()
     batches = chunks(ids, s, s.warmup + max(s.full_chunks, s.cut_chunks))
     cutoffs = {layer: layer_cutoffs(layer, ids) for layer in LAYERS}
     steps = {layer: RnnlabStep(s, cell, V, layer, cutoffs[layer]) for layer in LAYERS}
     first = {"rnnlab": None, "torch": None}
-    sides = {}
+    sides, versus = {}, {}
     if torch is not None:
         peer = TorchAdaptiveStep(torch, s, cell, V, cutoffs["adaptive"], steps["adaptive"].model.params)
         first["torch"] = peer.train(*batches[0])
-        sides["train torch adaptive"] = (Cycle(peer.train, batches), s.cut_chunks, s.warmup)
+        versus["train torch adaptive"] = (Cycle(peer.train, batches), s.cut_chunks, s.warmup)
+        versus["train rnnlab adaptive"] = (Cycle(steps["adaptive"].train, batches), s.cut_chunks, s.warmup)
     first["rnnlab"] = steps["adaptive"].train(*batches[0])
     for layer in LAYERS:
         reps = s.full_chunks if layer == "full" else s.cut_chunks
         sides[f"train {layer}"] = (Cycle(steps[layer].train, batches), reps, s.warmup)
         sides[f"eval {layer}"] = (Cycle(steps[layer].evaluate, batches), reps, s.warmup)
     median = side_by_side(sides, s.rounds, progress, f"output layers, {cell.upper()} at V={V:,}")
+    if versus:
+        median.update(side_by_side(versus, s.rounds, progress, f"adaptive, rnnlab and PyTorch, {cell.upper()} at V={V:,}"))
     tokens = s.batch * s.steps
     per_s = {name: tokens / seconds for name, seconds in median.items()}
     train = {layer: per_s[f"train {layer}"] for layer in LAYERS}
@@ -276,7 +281,8 @@ def measure_model(s: SoftmaxSettings, cell: str, ids: Ids, torch, progress) -> d
             "train_speedup": {layer: train[layer] / train["full"] for layer in CUT},
             "eval_speedup": {layer: evaluation[layer] / evaluation["full"] for layer in CUT},
             "torch_adaptive_train_tokens_per_s": per_s.get("train torch adaptive"),
-            "adaptive_vs_torch": (train["adaptive"] / per_s["train torch adaptive"]) if torch is not None else None,
+            "rnnlab_adaptive_vs_torch_tokens_per_s": per_s.get("train rnnlab adaptive"),
+            "adaptive_vs_torch": (per_s["train rnnlab adaptive"] / per_s["train torch adaptive"]) if versus else None,
             "first_chunk_loss_adaptive": first}
 
 
@@ -319,13 +325,15 @@ def torch_adaptive_layer(torch, config: ModelConfig, params: dict, hidden: np.nd
 
 
 def measure_layer(s: SoftmaxSettings, vocab_size: int, torch, progress) -> dict:
-    """Microseconds per token of the output layer alone (forward and backward), N rows of Zipf targets."""
+    """Microseconds per token of the output layer alone (forward and backward), N rows of Zipf targets:
+    the three layers side by side, then rnnlab's adaptive layer and PyTorch's apart from them (as
+    ``measure_model``)."""
     load = _loadavg()
     gen = np.random.default_rng(5)
     hidden = np.tanh(gen.standard_normal((s.layer_rows, s.hidden))).astype(np.float32)
     ids = zipf_stream(vocab_size, s.layer_rows)
     targets = ids.stream
-    sides, losses = {}, {}
+    sides, versus, losses = {}, {}, {}
     for layer in LAYERS:
         config = ModelConfig(vocab_size, s.hidden, s.embed, softmax=layer, cutoffs=layer_cutoffs(layer, ids),
                              div_value=s.div_value, head_bias=s.head_bias and layer == "adaptive")
@@ -335,14 +343,17 @@ def measure_layer(s: SoftmaxSettings, vocab_size: int, torch, progress) -> dict:
         if layer == "adaptive" and torch is not None:
             peer = torch_adaptive_layer(torch, config, params, hidden, targets)
             losses = {"rnnlab": run(), "torch": peer()}
-            sides["torch adaptive"] = (peer, reps, 1)
+            versus = {"torch adaptive": (peer, reps, 1), "rnnlab adaptive": (run, reps, 1)}
     median = side_by_side(sides, s.rounds, progress, f"the output layer alone at V={vocab_size:,}")
+    if versus:
+        median.update(side_by_side(versus, s.rounds, progress, f"the adaptive layer, rnnlab and PyTorch, V={vocab_size:,}"))
     us = {name: 1e6 * seconds / s.layer_rows for name, seconds in median.items()}
     return {"vocab": vocab_size, "loadavg": load, "classes": default_classes(vocab_size),
             "adaptive_cutoffs": list(adaptive_cutoffs(vocab_size)),
             "us_per_token": {layer: us[layer] for layer in LAYERS},
             "torch_adaptive_us_per_token": us.get("torch adaptive"),
-            "adaptive_vs_torch": (us["torch adaptive"] / us["adaptive"]) if torch is not None else None,
+            "rnnlab_adaptive_vs_torch_us_per_token": us.get("rnnlab adaptive"),
+            "adaptive_vs_torch": (us["torch adaptive"] / us["rnnlab adaptive"]) if versus else None,
             "loss_adaptive": losses or None}
 
 
@@ -494,7 +505,7 @@ def render(results: dict, s: dict) -> list:
         torch_loss = "-" if first["torch"] is None else f"{first['torch']:.4f}"
         ratio = "-" if m["adaptive_vs_torch"] is None else f"{m['adaptive_vs_torch']:.2f}x"
         lines.append(f"  {m['cell'].upper() + ', V=' + format(m['vocab'], ','):50} "
-                     f"{_rate(m['train_tokens_per_s']['adaptive']):>8} "
+                     f"{_rate(m['rnnlab_adaptive_vs_torch_tokens_per_s'] or m['train_tokens_per_s']['adaptive']):>8} "
                      f"{_rate(m['torch_adaptive_train_tokens_per_s']):>8} "
                      f"{ratio:>6}  {first['rnnlab']:.4f} / {torch_loss}; {m['classes']}; "
                      f"{','.join(map(str, m['adaptive_cutoffs']))}")

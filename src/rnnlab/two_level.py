@@ -308,16 +308,16 @@ def tail_forward_backward(layout, routes, rows, tail, scale, grads=None, sgd_lr=
     # on finite operands (a vector kernel's unused lanes), which numpy reports as a warning; a real
     # NaN would reach the loss, which the trainer checks.
     if layout.projected and len(blocks) > 1:
-        run_parallel([partial(_run_block_quietly, batch, block) for block in blocks])
+        run_parallel([partial(_run_blocks_quietly, batch, [block]) for block in blocks])
     else:
-        for block in blocks:
-            _run_block_quietly(batch, block)
+        _run_blocks_quietly(batch, blocks)
     return TailResult(batch.nll, batch.d_rows)
 
 
-def _run_block_quietly(batch, block):
+def _run_blocks_quietly(batch, blocks):
     with xp.errstate(over="ignore", under="ignore", invalid="ignore"):  # (per thread)
-        _run_block(batch, block)
+        for block in blocks:
+            _run_block(batch, block)
 
 
 def _run_block(batch, block):
