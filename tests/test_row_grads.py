@@ -22,9 +22,9 @@ V, H = 60, 7
 LAYERS = {"full": (), "class": (3, 9, 20, 41), "adaptive": (10, 30)}
 
 
-def model(softmax, tied, dtype="float64"):
-    return LanguageModel(V, H, embed_size=H, cell="lstm", softmax=softmax, cutoffs=LAYERS[softmax], tied=tied,
-                         div_value=2.0, dtype=dtype, seed=4)
+def model(softmax, tied, dtype="float64", cell="lstm", layers=1):
+    return LanguageModel(V, H, embed_size=H, cell=cell, num_layers=layers, softmax=softmax, cutoffs=LAYERS[softmax],
+                         tied=tied, div_value=2.0, dtype=dtype, seed=4)
 
 
 def batch(gen, T=6, B=3):
@@ -73,6 +73,20 @@ def test_clipped_step_is_clip_grad_norm_then_sgd(softmax, tied, clip, mode):
             assert all(np.abs(s - p).max() < 1e-12 for s, p in zip(carried_s, carried_p))
     assert max_diff(sparse.params, plain.params) < 1e-12
     assert max_diff(plain.params, model(softmax, tied).params) > 1e-3  # the steps moved the weights
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_clipped_step_with_other_cells_and_layers(cell):
+    """Two layers of the tanh RNN or the GRU, the class layer, full BPTT: as clip_grad_norm then SGD."""
+    gen = np.random.default_rng(2)
+    sparse, plain = model("class", False, cell=cell, layers=2), model("class", False, cell=cell, layers=2)
+    for _ in range(3):
+        inputs, targets = batch(gen)
+        sparse.clipped_sgd_step(inputs, targets, 0.7, 0.05)
+        grads = plain.loss_and_grads(inputs, targets).grads
+        clip_grad_norm(grads, 0.05)
+        SGD(plain.params, 0.7).step(grads)
+    assert max_diff(sparse.params, plain.params) < 1e-12
 
 
 def test_clipping_binds_in_the_tests_above():

@@ -14,7 +14,9 @@ wanted) and evaluation (parameters as constants: nothing is recorded).
 ``loss_and_grads`` is a pure function of the parameters and a batch, so a
 data-parallel trainer can wrap it with an allreduce of the gradients (with
 ``reduction="sum"`` and its own divisor: the global count of targets).
-``sgd_step`` is the fused plain SGD step, an optimisation for one process.
+``sgd_step`` is the fused plain SGD step and ``clipped_sgd_step`` the plain
+SGD step after clipping, with sparse gradients where they are zero outside a
+few rows: optimisations for one process.
 
 Parameters are named as in PyTorch's word_language_model, so they move to
 and from ``nn.Embedding`` + ``nn.RNN`` + ``nn.Linear`` unchanged:
