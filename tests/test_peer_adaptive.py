@@ -1,6 +1,7 @@
 """The adaptive output layer against ``torch.nn.AdaptiveLogSoftmaxWithLoss`` on the same weights
 (float64, 1e-10): loss, per-row log-probabilities, the full ``log_prob``, every gradient, the
-state_dict's names and shapes both ways, and fused SGD steps against ``torch.optim.SGD``.
+state_dict's names and shapes both ways, and fused SGD steps against ``torch.optim.SGD`` (clipped ones
+after ``clip_grad_norm_``).
 
 Run with ``pytest -m peer`` after installing the ``peer`` extra (torch==2.13.0). rnnlab's
 parameter names less ``decoder.`` are the module's state_dict keys.
@@ -144,6 +145,35 @@ def test_fused_sgd_steps_match_torch_optim_sgd():
         t_hidden = t_hidden.detach()
         assert abs(loss - theirs.item()) <= REL * abs(theirs.item())
         assert rel_diff(np.asarray(hidden), t_hidden) < REL
+    named = dict(net.named_parameters())
+    for name, value in model.params.items():
+        assert rel_diff(value, named[name]) < REL, name
+
+
+def test_clipped_sgd_steps_match_clip_grad_norm_and_torch_optim_sgd():
+    """Three LanguageModel.clipped_sgd_step calls (masked, carried state) against
+    torch.nn.utils.clip_grad_norm_ then torch.optim.SGD; the clip binds on every step."""
+    model = LanguageModel(V, H, embed_size=6, softmax="adaptive", cutoffs=(4, 11), div_value=2.0, head_bias=True,
+                          dtype="float64", seed=6)
+    net = TorchAdaptiveLM(6, (4, 11), 2.0, True)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    opt = torch.optim.SGD(net.parameters(), lr=0.4)
+    gen = np.random.default_rng(8)
+    hidden = gen.standard_normal((1, 3, H)) * 0.5
+    t_hidden = torch.from_numpy(hidden)
+    for step in range(3):
+        inputs, targets = gen.integers(0, V, (6, 3)), gen.integers(0, V, (6, 3))
+        mask = (gen.random((6, 3)) < 0.7).astype(np.float64)
+        mask[0, 0] = 1.0
+        loss, hidden, norm = model.clipped_sgd_step(inputs, targets, 0.4, 0.1, mask=mask, hidden=hidden)
+        opt.zero_grad()
+        theirs, t_hidden = net(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(mask), t_hidden)
+        theirs.backward()
+        t_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 0.1)
+        opt.step()
+        t_hidden = t_hidden.detach()
+        assert norm > 0.1 and abs(norm - t_norm.item()) <= REL * t_norm.item()
+        assert abs(loss - theirs.item()) <= REL * abs(theirs.item())
     named = dict(net.named_parameters())
     for name, value in model.params.items():
         assert rel_diff(value, named[name]) < REL, name
