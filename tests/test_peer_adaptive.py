@@ -123,24 +123,29 @@ class TorchAdaptiveLM(nn.Module):
         return (-result.output * mask.reshape(-1)).sum() / mask.sum(), hidden
 
 
-def test_fused_sgd_steps_match_torch_optim_sgd():
-    """Three LanguageModel.sgd_step calls (full BPTT, masked, carried state) against torch.optim.SGD."""
+def steps_against_torch(step, clip=None, seed=7):
+    """Three steps of ``step(model, inputs, targets, mask, hidden) -> (loss, hidden, norm)`` (full
+    BPTT, masked, carried state) against torch.optim.SGD at lr 0.4, after clip_grad_norm_(clip) when
+    ``clip`` is given: the losses, the hidden states, the norms and finally every parameter agree."""
     model = LanguageModel(V, H, embed_size=6, softmax="adaptive", cutoffs=(4, 11), div_value=2.0, head_bias=True,
                           dtype="float64", seed=6)
     net = TorchAdaptiveLM(6, (4, 11), 2.0, True)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
     opt = torch.optim.SGD(net.parameters(), lr=0.4)
-    gen = np.random.default_rng(7)
+    gen = np.random.default_rng(seed)
     hidden = gen.standard_normal((1, 3, H)) * 0.5
     t_hidden = torch.from_numpy(hidden)
-    for step in range(3):
+    for _ in range(3):
         inputs, targets = gen.integers(0, V, (6, 3)), gen.integers(0, V, (6, 3))
         mask = (gen.random((6, 3)) < 0.7).astype(np.float64)
         mask[0, 0] = 1.0
-        loss, hidden = model.sgd_step(inputs, targets, 0.4, mask=mask, hidden=hidden)
+        loss, hidden, norm = step(model, inputs, targets, mask, hidden)
         opt.zero_grad()
         theirs, t_hidden = net(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(mask), t_hidden)
         theirs.backward()
+        if clip is not None:
+            t_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip).item()
+            assert norm > clip and abs(norm - t_norm) <= REL * t_norm  # the clip binds, and the norms agree
         opt.step()
         t_hidden = t_hidden.detach()
         assert abs(loss - theirs.item()) <= REL * abs(theirs.item())
@@ -150,30 +155,15 @@ def test_fused_sgd_steps_match_torch_optim_sgd():
         assert rel_diff(value, named[name]) < REL, name
 
 
+def test_fused_sgd_steps_match_torch_optim_sgd():
+    """Three LanguageModel.sgd_step calls against torch.optim.SGD."""
+    def step(model, inputs, targets, mask, hidden):
+        return (*model.sgd_step(inputs, targets, 0.4, mask=mask, hidden=hidden), None)
+    steps_against_torch(step)
+
+
 def test_clipped_sgd_steps_match_clip_grad_norm_and_torch_optim_sgd():
-    """Three LanguageModel.clipped_sgd_step calls (masked, carried state) against
-    torch.nn.utils.clip_grad_norm_ then torch.optim.SGD; the clip binds on every step."""
-    model = LanguageModel(V, H, embed_size=6, softmax="adaptive", cutoffs=(4, 11), div_value=2.0, head_bias=True,
-                          dtype="float64", seed=6)
-    net = TorchAdaptiveLM(6, (4, 11), 2.0, True)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    opt = torch.optim.SGD(net.parameters(), lr=0.4)
-    gen = np.random.default_rng(8)
-    hidden = gen.standard_normal((1, 3, H)) * 0.5
-    t_hidden = torch.from_numpy(hidden)
-    for step in range(3):
-        inputs, targets = gen.integers(0, V, (6, 3)), gen.integers(0, V, (6, 3))
-        mask = (gen.random((6, 3)) < 0.7).astype(np.float64)
-        mask[0, 0] = 1.0
-        loss, hidden, norm = model.clipped_sgd_step(inputs, targets, 0.4, 0.1, mask=mask, hidden=hidden)
-        opt.zero_grad()
-        theirs, t_hidden = net(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(mask), t_hidden)
-        theirs.backward()
-        t_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 0.1)
-        opt.step()
-        t_hidden = t_hidden.detach()
-        assert norm > 0.1 and abs(norm - t_norm.item()) <= REL * t_norm.item()
-        assert abs(loss - theirs.item()) <= REL * abs(theirs.item())
-    named = dict(net.named_parameters())
-    for name, value in model.params.items():
-        assert rel_diff(value, named[name]) < REL, name
+    """Three LanguageModel.clipped_sgd_step calls against clip_grad_norm_ then torch.optim.SGD."""
+    def step(model, inputs, targets, mask, hidden):
+        return model.clipped_sgd_step(inputs, targets, 0.4, 0.1, mask=mask, hidden=hidden)
+    steps_against_torch(step, clip=0.1, seed=8)
