@@ -10,7 +10,10 @@ wall-clock timer (nested gates count in both: the class and adaptive layers'
 clipping and SGD update (``row_grads.clipped_sgd_step``, the encoder's rows
 summed included). What is left of the step besides the output layer and the
 update is the recurrent model's own work: the bound on any output layer's
-speed-up over the full softmax.
+speed-up over the full softmax. Last, the class layer's matrix products
+alone for one chunk's targets (its tail's three per block on one thread, as
+the layer runs them, and its head's three on rnnlab's two threads): the
+least its gates could take with no other work at all.
 
     python benchmarks/profile_softmax_step.py [--vocab 33000] [--cell lstm] [--layers full,class,adaptive]
         [--chunks 10]
@@ -90,6 +93,57 @@ def profile_layer(layer: str, cell: str, vocab: int, count: int) -> None:
     print(f"  {1e3 * (with_timers - output - update):8.2f} ms  everything else: the model's own work")
 
 
+def class_products_ms(vocab: int, reps: int = 50) -> tuple:
+    """Median ms of the class layer's matrix products alone for one chunk of Zipf targets (700 rows,
+    H = 200, the default classes): (the tail's, per block on one thread; the head's, on two)."""
+    import numpy as np
+
+    from rnnlab.class_softmax import class_cutoffs, default_classes
+    from rnnlab.threads import own_threads, run_parallel
+    from rnnlab.two_level import Layout, plan_blocks, route
+
+    s = FULL
+    classes = default_classes(vocab)
+    ids = zipf_stream(vocab, s.batch * s.steps)
+    layout = Layout((0, *class_cutoffs(ids.counts, classes), vocab), projected=False)
+    gen = np.random.default_rng(0)
+    weight = gen.uniform(-0.1, 0.1, (vocab, s.hidden)).astype(np.float32)
+    hidden = np.tanh(gen.standard_normal((s.batch * s.steps, s.hidden))).astype(np.float32)
+    routes = route(layout, ids.stream)
+    rows = hidden[routes.rows]
+    blocks = [(weight[b.lo:b.hi], np.ascontiguousarray(rows[b.first:b.last].T), rows[b.first:b.last])
+              for b in plan_blocks(layout, routes.starts, s.hidden)]
+    head = gen.uniform(-0.1, 0.1, (classes, s.hidden + 1)).astype(np.float32)
+    with_ones = np.ones((len(hidden), s.hidden + 1), dtype=np.float32)
+    with_ones[:, :-1] = hidden
+
+    def tail():
+        for w, x_t, x in blocks:
+            logits = w @ x_t  # (words, rows)
+            logits.T @ w  # the rows' gradient
+            logits @ x  # the words' gradient
+
+    def head_part(lo, hi):
+        logits = with_ones @ head[lo:hi].T
+        logits @ head[lo:hi, :-1]
+        logits.T @ with_ones
+
+    half = classes // 2
+    parts = [lambda: head_part(0, half), lambda: head_part(half, classes)]
+
+    def timed(fn):
+        fn()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1e3 * float(np.median(times))
+
+    with own_threads(), np.errstate(all="ignore"):
+        return timed(tail), timed(lambda: run_parallel(parts))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vocab", type=int, default=33_000)
@@ -100,6 +154,9 @@ def main(argv=None) -> int:
     print(bench.machine_line(bench.machine_info()))
     for layer in args.layers.split(","):
         profile_layer(layer.strip(), args.cell, args.vocab, args.chunks)
+    tail, head = class_products_ms(args.vocab)
+    print(f"\nthe class layer's matrix products alone, one chunk at V={args.vocab:,}: the tail's {tail:.2f} ms "
+          f"(one thread), the head's {head:.2f} ms (two threads)")
     return 0
 
 
