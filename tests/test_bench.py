@@ -189,3 +189,26 @@ def test_profile_train_classic_reports_the_products_as_the_engine_makes_them():
     assert len(lines) == 2 and "each in one product" in lines[0]
     assert f"in blocks of {output._few_rows_block(20, 101, 8)} rows" in lines[1]
     assert all("together" in line for line in lines)
+
+
+def test_profile_softmax_step_splits_the_step_into_output_layer_update_and_model():
+    """benchmarks/profile_softmax_step.py at a small vocabulary: for each layer, the step's time, the
+    output layer's, the update's and the model's own work, which add up to the step with the timers;
+    then the class layer's products alone."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_softmax_step.py"
+    run = subprocess.run([sys.executable, str(script), "--vocab", "600", "--chunks", "1", "--cell", "rnn",
+                          "--layers", "full,class"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    blocks = run.stdout.split("\nRNN, ")[1:]
+    assert [b.split(" softmax")[0] for b in blocks] == ["full", "class"]
+    for block in blocks:
+        with_timers = float(re.search(r"([\d.]+) ms with the timers", block).group(1))
+        parts = [float(re.search(rf"([\d.]+) ms  {what}", block).group(1))
+                 for what in ("the output layer", "clipping and SGD update", "everything else")]
+        assert abs(sum(parts) - with_timers) < 0.1 and all(p > 0 for p in parts)
+    assert "the class layer's matrix products alone, one chunk at V=600" in run.stdout
