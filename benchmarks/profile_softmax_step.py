@@ -131,17 +131,9 @@ def class_products_ms(vocab: int, reps: int = 50) -> tuple:
     half = classes // 2
     parts = [lambda: head_part(0, half), lambda: head_part(half, classes)]
 
-    def timed(fn):
-        fn()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return 1e3 * float(np.median(times))
-
     with own_threads(), np.errstate(all="ignore"):
-        return timed(tail), timed(lambda: run_parallel(parts))
+        return (1e3 * bench.median_seconds(tail, reps, warmup=1),
+                1e3 * bench.median_seconds(lambda: run_parallel(parts), reps, warmup=1))
 
 
 def main(argv=None) -> int:
