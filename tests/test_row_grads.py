@@ -142,7 +142,7 @@ def test_the_class_layers_sparse_gradient_is_its_dense_gradient():
 def test_sparse_forms_norm_scale_and_step_as_their_dense_arrays():
     gen = np.random.default_rng(5)
     at = RowsAt((9, 3), np.array([7, 1, 4]), gen.normal(size=(3, 3)))
-    ranges = RowRanges((9,), [0, 5], [gen.normal(size=2), gen.normal(size=3)])
+    ranges = RowRanges((9,), np.float64, [0, 5], [gen.normal(size=2), gen.normal(size=3)])
     for g in (at, ranges):
         d = g.dense()
         assert g.norm() == pytest.approx(np.linalg.norm(d), rel=1e-14)

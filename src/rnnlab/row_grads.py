@@ -56,10 +56,11 @@ class RowsAt(NamedTuple):
 
 
 class RowRanges(NamedTuple):
-    """A gradient of a parameter shaped ``shape``, nonzero only in disjoint ranges of rows:
-    ``blocks[k]`` (n_k, *shape[1:]) at rows starts[k]:starts[k] + n_k."""
+    """A gradient of a parameter shaped ``shape`` (of ``dtype``), nonzero only in disjoint ranges
+    of rows: ``blocks[k]`` (n_k, *shape[1:]) at rows starts[k]:starts[k] + n_k."""
 
     shape: tuple
+    dtype: object
     starts: list
     blocks: list
 
@@ -77,8 +78,7 @@ class RowRanges(NamedTuple):
             param[lo:lo + len(b)] -= lr * b
 
     def dense(self):
-        dtype = self.blocks[0].dtype if self.blocks else np.float64
-        out = zeros(self.shape, dtype=dtype)
+        out = zeros(self.shape, dtype=self.dtype)
         for lo, b in zip(self.starts, self.blocks):
             out[lo:lo + len(b)] = b
         return out

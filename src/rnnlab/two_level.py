@@ -428,7 +428,7 @@ class TwoLevelSoftmaxCE(Gate):
         row_weights = weights[routes.rows]
         d_tail = (None,) * len(tail)
         if self.sgd_lr is None and self.sparse:
-            d_tail = tuple(None if t is None else RowRanges(t.shape, [], []) for t in tail)
+            d_tail = tuple(None if t is None else RowRanges(t.shape, t.dtype, [], []) for t in tail)
         elif self.sgd_lr is None:
             d_tail = tuple(None if t is None else zeros(t.shape, dtype=t.dtype) for t in tail)
         result = tail_forward_backward(self.layout, routes, hidden[routes.rows], tail,
