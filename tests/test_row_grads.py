@@ -15,7 +15,6 @@ from rnnlab.graph import Tape
 from rnnlab.model import LanguageModel
 from rnnlab.optim import SGD, clip_grad_norm, grad_norm
 from rnnlab.row_grads import RowRanges, RowsAt, clipped_sgd_step, dense
-from rnnlab.row_grads import grad_norm as sparse_grad_norm
 from rnnlab.two_level import Layout, TwoLevelSoftmaxCE
 
 V, H = 60, 7
@@ -155,7 +154,7 @@ def test_sparse_forms_norm_scale_and_step_as_their_dense_arrays():
         assert np.array_equal(g.dense(), -2.0 * d)
     grads = {"a": at, "b": ranges, "c": gen.normal(size=(2, 2))}
     dense_grads = {k: dense(g).copy() for k, g in grads.items()}
-    assert sparse_grad_norm(grads) == pytest.approx(grad_norm(dense_grads), rel=1e-14)
+    assert grad_norm(grads) == pytest.approx(grad_norm(dense_grads), rel=1e-14)
     params = {k: gen.normal(size=g.shape) for k, g in dense_grads.items()}
     expected = {k: p.copy() for k, p in params.items()}
     norm = clip_grad_norm(dense_grads, 0.1)

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from . import backend
+from .row_grads import grad_norm  # the global L2 norm of a dict of gradients (arrays or sparse forms)
 from .errors import CheckpointError
 
 
@@ -208,12 +209,6 @@ def make_optimizer(name: str, params: dict[str, np.ndarray], lr: float, **kw) ->
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](params, lr, **kw)
-
-
-def grad_norm(grads: dict[str, np.ndarray]) -> float:
-    """The global L2 norm of all gradients together."""
-    norms = [np.linalg.norm(g.ravel()) for g in grads.values()]
-    return float(np.linalg.norm(norms)) if norms else 0.0
 
 
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:

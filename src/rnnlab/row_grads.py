@@ -14,9 +14,9 @@ rows that can be nonzero:
   starts[k]:starts[k] + n_k, ranges disjoint (the class layer's, one block
   per product of its tail).
 
-``grad_norm`` and ``clipped_sgd_step`` take a dict mixing arrays and these
-forms, with the norms and the step of ``optim.clip_grad_norm`` and plain
-``optim.SGD``.
+``grad_norm`` (also ``optim``'s) and ``clipped_sgd_step`` take a dict mixing
+arrays and these forms; the step is that of ``optim.clip_grad_norm`` and
+plain ``optim.SGD``.
 """
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ def dense(grad):
 
 
 def grad_norm(grads: dict) -> float:
-    """The global L2 norm of all gradients (arrays or sparse forms) together, as ``optim.grad_norm``."""
+    """The global L2 norm of all gradients together, as ``torch.nn.utils.clip_grad_norm_``
+    takes it (the norm of the per-parameter norms); arrays or sparse forms."""
     norms = [g.norm() if isinstance(g, SPARSE) else xp.linalg.norm(g.ravel()) for g in grads.values()]
     return float(xp.linalg.norm(norms)) if norms else 0.0
 

@@ -678,9 +678,6 @@ def _saved_model_config(ckpt: Checkpoint) -> ModelConfig | None:
         return None
 
 
-STEP_KINDS = ("fused", "clipped", "gradients")
-
-
 def step_kind(cfg: TrainConfig, state: TrainState) -> str:
     """The one switch between the model's ways to step. Plain SGD, where the output layer
     has a fused step: "fused" (``LanguageModel.sgd_step``) without clipping, "clipped"
@@ -714,14 +711,13 @@ def take_step(run: Run, inputs, targets, mask) -> Step:
         scale, n_tokens = 1.0, inputs.size
     norm = None
     kind = step_kind(cfg, state)
-    if kind == "fused":
-        loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, bptt=cfg.bptt_mode,
-                                     truncate=truncate, **kw)
-        optimizer.steps += 1
-        _check_finite(loss, state.step + 1, run.out)
-    elif kind == "clipped":
-        loss, final, norm = model.clipped_sgd_step(inputs, targets, optimizer.lr, cfg.clip, grad_scale=scale,
-                                                   bptt=cfg.bptt_mode, truncate=truncate, **kw)
+    if kind in ("fused", "clipped"):  # the model steps the parameters itself
+        if kind == "fused":
+            loss, final = model.sgd_step(inputs, targets, optimizer.lr * scale, bptt=cfg.bptt_mode,
+                                         truncate=truncate, **kw)
+        else:
+            loss, final, norm = model.clipped_sgd_step(inputs, targets, optimizer.lr, cfg.clip, grad_scale=scale,
+                                                       bptt=cfg.bptt_mode, truncate=truncate, **kw)
         optimizer.steps += 1
         _check_finite(loss, state.step + 1, run.out)
     else:
